@@ -1,0 +1,139 @@
+"""Backend autodiff for plain functions: elementwise derivatives and compiled value-and-grad.
+
+The other adapters differentiate a Keras *model's* loss with respect to its variables. The
+activation catalog and the experiment grid need two smaller things, written here once per
+backend so no other module imports TensorFlow, JAX or torch:
+
+- :func:`derivative`: ``f'(x)`` of an elementwise function, by reverse-mode autodiff of
+  ``sum(f(x))`` (for an elementwise ``f`` the gradient of the sum is the derivative).
+- :func:`value_and_grad`: wrap ``fn(params, *args) -> (loss, aux)`` written with ``keras.ops``
+  into ``step(params, *args) -> (loss, aux, grads)`` returning NumPy arrays, compiled with
+  ``tf.function`` (TensorFlow) or ``jax.jit`` (JAX). torch runs eagerly: ``torch.compile`` costs
+  tens of seconds per graph on CPU, more than the sweeps it would speed up.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import keras
+import numpy as np
+
+Step = Callable[..., tuple[float, list[np.ndarray], list[np.ndarray]]]
+
+
+def _backend(backend: str | None) -> str:
+    name = backend or keras.backend.backend()
+    if name not in ("tensorflow", "jax", "torch"):
+        raise ValueError(
+            "gradhealth supports the Keras backends ['jax', 'tensorflow', 'torch']. "
+            f"Received: backend={name!r}"
+        )
+    return name
+
+
+def derivative(fn: Callable[[Any], Any], x: np.ndarray, backend: str | None = None) -> np.ndarray:
+    """The derivative of an elementwise function at each entry of ``x``, by autodiff.
+
+    Args:
+        fn: An elementwise function of a backend tensor written with ``keras.ops`` or a
+            ``keras.activations`` function.
+        x: Points (any shape) at which to differentiate; computed in float32.
+        backend: Backend name; defaults to the active Keras backend.
+
+    Returns:
+        A float64 NumPy array of ``fn'(x)`` with the shape of ``x``.
+    """
+    name = _backend(backend)
+    x32 = np.asarray(x, dtype=np.float32)
+    if name == "tensorflow":
+        import tensorflow as tf
+
+        xt = tf.constant(x32)
+        with tf.GradientTape() as tape:
+            tape.watch(xt)
+            total = tf.reduce_sum(fn(xt))
+        grad = tape.gradient(total, xt)
+        out = np.zeros_like(x32) if grad is None else grad.numpy()
+    elif name == "jax":
+        import jax
+        import jax.numpy as jnp
+
+        out = np.asarray(jax.grad(lambda v: jnp.sum(fn(v)))(jnp.asarray(x32)))
+    else:
+        import torch
+
+        xt = torch.tensor(x32, requires_grad=True)
+        with torch.enable_grad():
+            total = torch.sum(fn(xt))
+            (grad,) = torch.autograd.grad(total, xt, allow_unused=True)
+        out = np.zeros_like(x32) if grad is None else grad.detach().cpu().numpy()
+    return np.asarray(out, dtype=np.float64)
+
+
+def value_and_grad(fn: Callable[..., tuple[Any, Sequence[Any]]], compiled: bool = True,
+                   backend: str | None = None) -> Step:
+    """Compile ``fn(params, *args) -> (loss, aux)`` into a step returning NumPy arrays.
+
+    ``params`` is a list of arrays (the differentiated arguments); ``args`` are further arrays
+    held fixed. Calling the step again with arrays of the same shapes reuses the compiled graph,
+    so one compiled step serves every initializer and seed of an architecture.
+
+    Args:
+        fn: The function, written with ``keras.ops``; ``aux`` is a list of tensors.
+        compiled: Compile with ``tf.function``/``jax.jit`` (True) or run eagerly (False, for
+            benchmarks and debugging). Ignored on torch, which always runs eagerly.
+        backend: Backend name; defaults to the active Keras backend.
+
+    Returns:
+        ``step(params, *args) -> (loss: float, aux: list[np.ndarray], grads: list[np.ndarray])``.
+    """
+    name = _backend(backend)
+    if name == "tensorflow":
+        import tensorflow as tf
+
+        def tf_step(params, *args):
+            with tf.GradientTape() as tape:
+                tape.watch(params)
+                loss, aux = fn(params, *args)
+            grads = tape.gradient(loss, params)
+            grads = [tf.zeros_like(p) if g is None else g for p, g in zip(params, grads, strict=True)]
+            return loss, list(aux), grads
+
+        inner = tf.function(tf_step, reduce_retracing=True) if compiled else tf_step
+
+        def step(params, *args):
+            loss, aux, grads = inner([tf.constant(np.asarray(p, np.float32)) for p in params],
+                                     *[tf.constant(a) for a in args])
+            return float(loss.numpy()), [a.numpy() for a in aux], [g.numpy() for g in grads]
+
+        return step
+    if name == "jax":
+        import jax
+        import jax.numpy as jnp
+
+        inner = jax.value_and_grad(fn, has_aux=True)
+        if compiled:
+            inner = jax.jit(inner)
+
+        def step(params, *args):
+            (loss, aux), grads = inner([jnp.asarray(p, jnp.float32) for p in params],
+                                       *[jnp.asarray(a) for a in args])
+            return float(loss), [np.asarray(a) for a in aux], [np.asarray(g) for g in grads]
+
+        return step
+
+    import torch
+
+    def step(params, *args):
+        tensors = [torch.tensor(np.asarray(p, np.float32), requires_grad=True) for p in params]
+        fixed = [torch.as_tensor(np.asarray(a)) for a in args]
+        with torch.enable_grad():
+            loss, aux = fn(tensors, *fixed)
+            grads = torch.autograd.grad(loss, tensors, allow_unused=True)
+        grads = [torch.zeros_like(t) if g is None else g for t, g in zip(tensors, grads, strict=True)]
+        return (float(loss.detach().cpu()), [a.detach().cpu().numpy() for a in aux],
+                [g.detach().cpu().numpy() for g in grads])
+
+    return step

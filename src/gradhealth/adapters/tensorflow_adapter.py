@@ -1,0 +1,57 @@
+"""TensorFlow adapter: gradients from ``tf.GradientTape`` inside a cached ``tf.function``."""
+
+from __future__ import annotations
+
+import logging
+import weakref
+from collections.abc import Callable
+from typing import Any
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from gradhealth.adapters._state import preserved_non_trainable_state
+
+_CACHE: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def _build(model: keras.Model, loss_fn: Callable) -> Callable:
+    trainable = model.trainable_variables
+
+    @tf.function(reduce_retracing=True)
+    def step(x, y):
+        with tf.GradientTape() as tape:
+            y_pred = model(x, training=True)
+            loss = keras.ops.mean(loss_fn(y, y_pred))
+            if model.losses:
+                loss = loss + tf.add_n([tf.cast(v, loss.dtype) for v in model.losses])
+        return loss, tape.gradient(loss, trainable)
+
+    return step
+
+
+def compute_gradients(model: keras.Model, x: Any, y: Any, loss_fn: Callable
+                      ) -> tuple[float, list[np.ndarray | None]]:
+    """One forward/backward pass; returns the loss and per-variable gradients (None = unused)."""
+    per_model = _CACHE.setdefault(model, {})
+    key = (id(loss_fn), len(model.trainable_variables))
+    if key not in per_model:
+        per_model[key] = _build(model, loss_fn)
+    tf_logger = logging.getLogger("tensorflow")
+    level = tf_logger.level
+    # Each model gets its own tf.function; TF warns about "retracing" once several exist, which
+    # is expected here (one trace per model and input signature), so the warning is muted.
+    tf_logger.setLevel(logging.ERROR)
+    try:
+        with preserved_non_trainable_state(model):
+            loss, grads = per_model[key](x, y)
+    finally:
+        tf_logger.setLevel(level)
+    return float(loss.numpy()), [None if g is None else _to_numpy(g) for g in grads]
+
+
+def _to_numpy(g: Any) -> np.ndarray:
+    if isinstance(g, tf.IndexedSlices):
+        g = tf.convert_to_tensor(g)
+    return g.numpy()

@@ -1,0 +1,30 @@
+"""torch adapter: ``torch.autograd.grad`` over the Keras variables' parameters."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import keras
+import numpy as np
+import torch
+
+from gradhealth.adapters._state import preserved_non_trainable_state
+
+
+def compute_gradients(model: keras.Model, x: Any, y: Any, loss_fn: Callable
+                      ) -> tuple[float, list[np.ndarray | None]]:
+    """One forward/backward pass; returns the loss and per-variable gradients (None = unused)."""
+    trainable = model.trainable_variables
+    params = [v.value for v in trainable]
+    with preserved_non_trainable_state(model), torch.enable_grad():
+        xt = keras.tree.map_structure(keras.ops.convert_to_tensor, x)
+        yt = keras.ops.convert_to_tensor(y)
+        y_pred = model(xt, training=True)
+        loss = keras.ops.mean(loss_fn(yt, y_pred))
+        for extra in model.losses:
+            loss = loss + extra
+        grads = torch.autograd.grad(loss, params, allow_unused=True)
+    return float(loss.detach().cpu()), [
+        None if g is None else g.detach().cpu().numpy() for g in grads
+    ]

@@ -1,0 +1,1 @@
+"""Plots and pages: pure functions of results. matplotlib is imported on first use."""

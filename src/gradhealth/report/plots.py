@@ -1,0 +1,114 @@
+"""Gradient-flow plots for health reports."""
+
+from __future__ import annotations
+
+from typing import Any
+
+STATUS_COLORS: dict[str, str] = {
+    "healthy": "#2e7d32",
+    "vanishing": "#1565c0",
+    "dead": "#6d4c41",
+    "exploding": "#c62828",
+    "nonfinite": "#000000",
+    "unused": "#9e9e9e",
+}
+
+
+def _pyplot() -> Any:
+    import matplotlib
+
+    if matplotlib.get_backend().lower() not in ("module://matplotlib_inline.backend_inline",):
+        try:
+            import IPython  # noqa: F401
+
+            in_notebook = "IPKernelApp" in getattr(IPython.get_ipython(), "config", {})
+        except (ImportError, AttributeError):
+            in_notebook = False
+        if not in_notebook:
+            matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def plot_gradient_flow(report: Any, ax: Any = None, title: str | None = None) -> Any:
+    """Per-layer gradient norm on a log scale, bars coloured by status.
+
+    Args:
+        report: A :class:`~gradhealth.HealthReport` (or anything with a ``layers`` DataFrame
+            holding ``layer``, ``grad_norm`` and ``status``).
+        ax: A matplotlib Axes to draw on; a new figure when None.
+        title: Plot title (default: model name, status and score).
+
+    Returns:
+        The matplotlib Figure.
+    """
+    plt = _pyplot()
+    layers = report.layers
+    if ax is None:
+        fig, ax = plt.subplots(figsize=(max(6.0, 0.22 * len(layers) + 3), 3.6))
+    else:
+        fig = ax.figure
+    norms = layers["grad_norm"].astype(float).fillna(0.0)
+    positive = norms[norms > 0]
+    floor = float(positive.min()) / 10 if len(positive) else 1e-12
+    heights = norms.where(norms > 0, floor)
+    colors = [STATUS_COLORS.get(s, "#9e9e9e") for s in layers["status"]]
+    ax.bar(range(1, len(layers) + 1), heights, color=colors)
+    ax.set_yscale("log")
+    ax.set_xlabel("layer (input → output)")
+    ax.set_ylabel("gradient L2 norm (log scale)")
+    ctx = getattr(report, "context", {}) or {}
+    if title is None and hasattr(report, "status"):
+        title = f"{ctx.get('model_name', 'model')}: {report.status} (score {report.score:g})"
+    ax.set_title(title or "gradient flow")
+    if len(layers) <= 12:
+        ax.set_xticks(range(1, len(layers) + 1), list(layers["layer"]), rotation=45, ha="right")
+    from matplotlib.patches import Patch
+
+    seen = list(dict.fromkeys(layers["status"]))
+    ax.legend(handles=[Patch(color=STATUS_COLORS.get(s, "#9e9e9e"), label=s) for s in seen],
+              loc="best", fontsize=8)
+    ax.grid(True, axis="y", which="major", alpha=0.3)
+    fig.tight_layout()
+    return fig
+
+
+def compare_gradient_flow(reports: dict[str, Any], ax: Any = None) -> Any:
+    """Overlay the per-layer gradient norms of several reports (one line each, log scale).
+
+    Args:
+        reports: Mapping label -> HealthReport.
+        ax: Axes to draw on; new figure when None.
+
+    Returns:
+        The matplotlib Figure.
+    """
+    plt = _pyplot()
+    if ax is None:
+        fig, ax = plt.subplots(figsize=(8, 4))
+    else:
+        fig = ax.figure
+    for label, rep in reports.items():
+        norms = rep.layers["grad_norm"].astype(float)
+        ax.plot(range(1, len(norms) + 1), norms.where(norms > 0), marker="o", markersize=3,
+                label=f"{label}: {rep.status} ({rep.score:g})")
+    ax.set_yscale("log")
+    ax.set_xlabel("layer (input → output)")
+    ax.set_ylabel("gradient L2 norm (log scale)")
+    ax.set_title("Gradient flow compared")
+    ax.legend(fontsize=8)
+    ax.grid(True, which="major", alpha=0.3)
+    fig.tight_layout()
+    return fig
+
+
+def figure_png(fig: Any, dpi: int = 100) -> bytes:
+    """Render a figure to PNG bytes and close it."""
+    import io
+
+    plt = _pyplot()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=dpi)
+    plt.close(fig)
+    return buf.getvalue()

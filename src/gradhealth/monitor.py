@@ -1,0 +1,530 @@
+"""Watch the gradients ``model.fit`` applies, every step, for almost nothing.
+
+Attach the monitor like any callback -- it installs itself::
+
+    monitor = gradhealth.GradientHealthMonitor(every=1, on_explosion="warn")
+    model.fit(x, y, epochs=5, callbacks=[monitor])
+    monitor.history      # tidy DataFrame: one row per (logged step, variable)
+    monitor.alerts       # early warnings: step, kind, layer, numbers, message
+    monitor.plot()
+
+How it works: when ``fit`` hands the callback its model (``set_model``), the monitor wraps the
+model's optimizer in a :class:`MonitoringOptimizer` -- an optimizer that wraps another the way
+Keras' own ``LossScaleOptimizer`` does -- and asks Keras to rebuild the train function. Inside
+the compiled train step of every backend (TensorFlow ``tf.function``, JAX ``jit`` through
+``stateless_apply``, torch) the wrapper receives exactly the gradients the optimizer is about
+to apply, reduces each one on the device to eight numbers (norm, mean/max magnitude, std,
+zero fraction, non-finite count, weight norm, dead-unit fraction; scaled so float32 never
+underflows), stores them in one optimizer variable, skips the update when a gradient is NaN/inf
+(``on_nonfinite="skip"``) and optionally clips. The statistics are only computed on logged
+steps (``every``). The callback pulls that single small array to the host once per logged step
+and feeds the norms to the explosion detectors of :mod:`gradhealth.detect`. When training ends
+the model gets its original optimizer back.
+
+Notes:
+    * Statistics describe the gradients handed to the optimizer, before any clipping it does
+      (``clipnorm``, a :class:`gradhealth.clipping.ClippingOptimizer`, ``on_explosion="clip"``).
+    * Under mixed precision (a ``LossScaleOptimizer``) the statistics are of the unscaled
+      gradients; overflowing steps are the loss-scale optimizer's business (it skips them and
+      lowers its scale), so they are counted in ``skipped_steps`` but raise no alert.
+    * ``steps_per_execution`` must be 1 (the default) so that one callback call is one step.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import warnings
+from pathlib import Path
+from typing import Any
+
+import keras
+import numpy as np
+import pandas as pd
+from keras import ops
+
+from gradhealth._io import atomic_write_text
+from gradhealth._validation import check_choice, check_positive_float, check_positive_int
+from gradhealth.clipping import GradientWrapperOptimizer, ops_clip_by_global_norm, ops_norm
+from gradhealth.core.detect import GLOBAL, DEFAULT_MAX_NORM, Alert, ExplosionDetector
+from gradhealth.core.stats import STAT_COLUMNS, combine_norms
+from gradhealth.core.thresholds import Thresholds
+
+__all__ = ["DEVICE_STATS", "GradientHealthMonitor", "GradientHealthWarning",
+           "MonitoringOptimizer"]
+
+DEVICE_STATS: tuple[str, ...] = ("grad_norm", "grad_mean_abs", "grad_max_abs", "grad_std",
+                                 "zero_fraction", "nonfinite_count", "weight_norm",
+                                 "dead_unit_fraction")
+"""The statistics reduced on the device per variable (``grad_to_weight`` is their ratio)."""
+
+ON_NONFINITE: tuple[str, ...] = ("skip", "stop", "warn")
+ON_EXPLOSION: tuple[str, ...] = ("warn", "stop", "clip")
+EXPLOSION_KINDS: tuple[str, ...] = ("threshold", "growth", "spike")
+HISTORY_COLUMNS: tuple[str, ...] = ("step", "epoch", "batch", "loss", "layer", "variable", "path",
+                                    *STAT_COLUMNS, "connected", "global_norm", "skipped",
+                                    "status")
+
+# Layout of the counters variable (float32 holds integers exactly up to 2**24 steps).
+_C_STEPS, _C_NONFINITE, _C_LAST_NONFINITE = 0, 1, 2
+_N_COUNTERS = 3
+
+
+class GradientHealthWarning(RuntimeWarning):
+    """Warning category of the monitor's alerts (filter it with :mod:`warnings`)."""
+
+
+def _device_stats(g: Any, w: Any) -> Any:
+    """The :data:`DEVICE_STATS` of one gradient as a float32 vector, computed with ``keras.ops``.
+
+    Matches :func:`gradhealth.core.stats.tensor_stats`: non-finite entries are counted and left
+    out of every other statistic; the entries are divided by the largest finite magnitude ``m``
+    before squaring, so a 1e-20 gradient does not underflow in float32.
+    """
+    g = ops.cast(g, "float32")
+    size = float(max(int(np.prod(g.shape)), 1))
+    finite = ops.isfinite(g)
+    n_finite = ops.sum(ops.cast(finite, "float32"))
+    gf = ops.where(finite, g, ops.zeros_like(g))
+    m = ops.max(ops.abs(gf))
+    s = gf / ops.where(m > 0, m, 1.0)
+    denom = ops.maximum(n_finite, 1.0)
+    sumsq = ops.sum(ops.square(s))
+    mean_s = ops.sum(s) / denom
+    dev = ops.where(finite, s - mean_s, ops.zeros_like(s))
+    var = ops.sum(ops.square(dev)) / denom
+    none_finite = n_finite < 0.5
+    nan = float("nan")
+    norm = ops.where(none_finite, nan, m * ops.sqrt(sumsq))
+    mean_abs = ops.where(none_finite, nan, m * ops.sum(ops.abs(s)) / denom)
+    max_abs = ops.where(none_finite, nan, m)
+    std = ops.where(none_finite, nan, m * ops.sqrt(var))
+    is_zero = ops.equal(g, 0.0)
+    zero_fraction = ops.sum(ops.cast(is_zero, "float32")) / size
+    if len(g.shape) == 0:
+        dead = ops.convert_to_tensor(0.0)
+    else:
+        units = ops.reshape(is_zero, (-1, g.shape[-1]) if len(g.shape) >= 2 else (1, -1))
+        dead = ops.mean(ops.cast(ops.all(units, axis=0), "float32"))
+    return ops.stack([norm, mean_abs, max_abs, std, zero_fraction, size - n_finite,
+                      ops_norm(w), dead])
+
+
+@keras.saving.register_keras_serializable(package="gradhealth")
+class MonitoringOptimizer(GradientWrapperOptimizer):
+    """The optimizer wrapper the monitor installs; usable on its own.
+
+    Args:
+        optimizer: The optimizer that applies the updates (instance or name).
+        every: Compute statistics on steps ``0, every, 2*every, ...`` (counted from the last
+            :meth:`reset_counters`).
+        skip_nonfinite: Do not apply a step whose gradients hold NaN/inf.
+        clip_norm: When set, clip the global gradient norm to this value every step (after
+            the statistics are taken).
+        name: Optimizer name.
+
+    Attributes:
+        stats: Variable of shape ``(n_variables, len(DEVICE_STATS))``: the last logged step.
+        counters: Variable ``[steps, nonfinite_steps, last_nonfinite_step]``.
+        connected: Per trainable variable, False where the train step passed no gradient.
+    """
+
+    def __init__(self, optimizer: Any, every: int = 1, skip_nonfinite: bool = True,
+                 clip_norm: float | None = None, name: str | None = None) -> None:
+        every = check_positive_int("every", every)
+        if clip_norm is not None:
+            clip_norm = check_positive_float("clip_norm", clip_norm)
+        super().__init__(optimizer, skip_nonfinite=skip_nonfinite, name=name)
+        self.every = every
+        self.clip_norm = clip_norm
+        self.connected: list[bool] = []
+
+    @property
+    def loss_scaled(self) -> bool:
+        """Whether the inner optimizer is a ``LossScaleOptimizer`` (mixed precision)."""
+        return isinstance(self.inner_optimizer, keras.optimizers.LossScaleOptimizer)
+
+    def build_own(self, var_list: list[Any]) -> None:
+        self.monitored_paths = [v.path for v in var_list]
+        self.connected = [True] * len(var_list)
+        self.stats = self.add_variable(
+            shape=(max(len(var_list), 1), len(DEVICE_STATS)), dtype="float32",
+            initializer=keras.initializers.Zeros(), aggregation="none", name="grad_stats")
+        self.counters = self.add_variable(
+            shape=(_N_COUNTERS,), dtype="float32", initializer=keras.initializers.Zeros(),
+            aggregation="none", name="grad_counters")
+        self.step_counter = self.add_variable(
+            shape=(), dtype="int32", initializer=keras.initializers.Zeros(), aggregation="none",
+            name="monitor_step")
+
+    def reset_counters(self) -> None:
+        """Start counting steps (and logging from step 0) again: call before a new ``fit``."""
+        if self.built:
+            self.step_counter.assign(0)
+            self.counters.assign(np.zeros(_N_COUNTERS, dtype="float32"))
+
+    def transform(self, grads: list[Any], weights: list[Any]) -> list[Any]:
+        self.connected = [g is not None for g in grads]
+        step = ops.convert_to_tensor(self.step_counter)
+        log_now = ops.equal(ops.mod(step, self.every), 0)
+        unscale = (1.0 / ops.convert_to_tensor(self.inner_optimizer.dynamic_scale)
+                   if self.loss_scaled else None)
+
+        def compute() -> Any:
+            rows = []
+            for g, w in zip(grads, weights, strict=True):
+                if g is None:
+                    g = ops.zeros_like(w)
+                elif unscale is not None:
+                    g = ops.cast(g, "float32") * unscale
+                rows.append(_device_stats(g, w))
+            return ops.stack(rows)
+
+        def keep() -> Any:
+            return ops.convert_to_tensor(self.stats)
+
+        self.stats.assign(ops.cond(log_now, compute, keep))
+        finite = ops.cast(self.all_finite(grads), "float32")
+        counters = ops.convert_to_tensor(self.counters)
+        self.counters.assign(ops.stack([
+            counters[_C_STEPS] + 1.0,
+            counters[_C_NONFINITE] + (1.0 - finite),
+            finite * counters[_C_LAST_NONFINITE] + (1.0 - finite) * ops.cast(step, "float32"),
+        ]))
+        self.step_counter.assign(step + 1)
+        if self.clip_norm is not None:
+            grads = ops_clip_by_global_norm(grads, self.clip_norm)[0]
+        return grads
+
+    def get_config(self) -> dict[str, Any]:
+        config = super().get_config()
+        config.update(every=self.every, clip_norm=self.clip_norm)
+        return config
+
+
+class GradientHealthMonitor(keras.callbacks.Callback):
+    """Real-time gradient statistics, explosion early warning and protection in ``model.fit``.
+
+    Args:
+        every: Log statistics every this many steps (1 = every step). Non-finite gradients
+            are caught on every step regardless.
+        on_nonfinite: What to do with a step whose gradients hold NaN/inf: ``"skip"`` (default:
+            the update is not applied, weights stay finite, training continues), ``"stop"``
+            (skip it and stop training after that step) or ``"warn"`` (apply it anyway and warn).
+        on_explosion: What to do when a detector fires: ``"warn"`` (default), ``"stop"``
+            (stop training at that step) or ``"clip"`` (warn, and clip the global gradient norm
+            to ``max_norm`` on every step).
+        max_norm: The explosion threshold (and the clipping limit for ``"clip"``); default
+            :data:`gradhealth.detect.DEFAULT_MAX_NORM`.
+        detector: An :class:`gradhealth.detect.ExplosionDetector` to use instead of the
+            default one built from ``max_norm``.
+        log_dir: Folder for TensorBoard event files (per-layer norm and ratio scalars, the
+            global norm and the loss). Needs TensorFlow installed (it is a gradhealth
+            dependency); view them with ``tensorboard --logdir`` (``pip install tensorboard``).
+        csv: Path of a CSV log, rewritten at the start of each ``fit`` and appended (one
+            complete write, flushed) at every logged step, so a killed run leaves a readable
+            log.
+        verbose: When truthy, alerts are also printed.
+
+    Raises:
+        ValueError, TypeError: Invalid arguments (named in the message).
+
+    Example:
+        >>> monitor = GradientHealthMonitor(every=10, on_nonfinite="skip")
+        >>> model.fit(x, y, epochs=3, callbacks=[monitor], verbose=0)
+        >>> monitor.history.groupby("layer").grad_norm.max()
+    """
+
+    def __init__(self, every: int = 1, on_nonfinite: str = "skip", on_explosion: str = "warn",
+                 max_norm: float = DEFAULT_MAX_NORM, detector: ExplosionDetector | None = None,
+                 log_dir: str | os.PathLike | None = None, csv: str | os.PathLike | None = None,
+                 verbose: bool = False) -> None:
+        super().__init__()
+        self.every = check_positive_int("every", every)
+        self.on_nonfinite = check_choice("on_nonfinite", on_nonfinite, ON_NONFINITE)
+        self.on_explosion = check_choice("on_explosion", on_explosion, ON_EXPLOSION)
+        self.max_norm = check_positive_float("max_norm", max_norm)
+        if detector is not None and not isinstance(detector, ExplosionDetector):
+            raise TypeError(
+                "Argument `detector` must be a gradhealth.detect.ExplosionDetector or None. "
+                f"Received: detector={detector!r} (of type {type(detector).__name__})")
+        self.detector = detector if detector is not None else ExplosionDetector(max_norm=max_norm)
+        for arg, value in (("log_dir", log_dir), ("csv", csv)):
+            if value is not None and not isinstance(value, (str, os.PathLike)):
+                raise TypeError(f"Argument `{arg}` must be a path or None. Received: {arg}={value!r}")
+        self.log_dir = Path(log_dir) if log_dir is not None else None
+        self.csv = Path(csv) if csv is not None else None
+        if self.log_dir is not None:
+            _require_tensorflow_summary()
+        self.verbose = bool(verbose)
+        self._optimizer: MonitoringOptimizer | None = None
+        self._writer: Any = None
+        self._reset_state()
+
+    # -- state --------------------------------------------------------------------------------
+    def _reset_state(self) -> None:
+        self._rows: list[dict[str, Any]] = []
+        self._frame: pd.DataFrame | None = None
+        self.alerts: list[Alert] = []
+        self.skipped_steps: list[int] = []
+        self.stopped_at: int | None = None
+        self._step = 0
+        self._epoch = 0
+        self._seen_nonfinite = 0
+        self.detector.reset()
+
+    @property
+    def history(self) -> pd.DataFrame:
+        """Tidy DataFrame, one row per (logged step, trainable variable), columns
+        :data:`HISTORY_COLUMNS`; ``status`` is ``ok``, ``vanishing``, ``exploding`` or
+        ``nonfinite``."""
+        if self._frame is None:
+            self._frame = pd.DataFrame(self._rows, columns=list(HISTORY_COLUMNS))
+        return self._frame
+
+    @property
+    def alerts_frame(self) -> pd.DataFrame:
+        """The alerts as a DataFrame (``step, kind, layer, value, threshold, reference,
+        message``)."""
+        return pd.DataFrame([a.to_dict() for a in self.alerts],
+                            columns=["step", "kind", "layer", "value", "threshold", "reference",
+                                     "message"])
+
+    # -- installation -------------------------------------------------------------------------
+    def wrap(self, optimizer: Any) -> MonitoringOptimizer:
+        """Wrap ``optimizer`` (an instance or name) in this monitor's :class:`MonitoringOptimizer`.
+
+        ``fit`` does this automatically; call it yourself to compile with the wrapper.
+        """
+        if isinstance(optimizer, MonitoringOptimizer):
+            optimizer = optimizer.inner_optimizer
+        return MonitoringOptimizer(
+            optimizer, every=self.every, skip_nonfinite=self.on_nonfinite != "warn",
+            clip_norm=self.max_norm if self.on_explosion == "clip" else None)
+
+    def set_model(self, model: keras.Model) -> None:
+        """Install the monitoring optimizer on ``model`` (called by ``fit``)."""
+        if not isinstance(model, keras.Model):
+            raise TypeError("GradientHealthMonitor works on keras.Model instances. "
+                            f"Received: model={model!r} (of type {type(model).__name__})")
+        optimizer = getattr(model, "optimizer", None)
+        if optimizer is None or not getattr(model, "compiled", False):
+            raise ValueError(
+                f"GradientHealthMonitor needs a compiled model: call model.compile(optimizer=..., "
+                f"loss=...) before model.fit. Received: model {model.name!r} with optimizer="
+                f"{optimizer!r}")
+        if isinstance(optimizer, str):
+            raise TypeError(
+                "GradientHealthMonitor needs the model's optimizer to be a keras.optimizers."
+                "Optimizer instance; compile with optimizer='adam' (compile turns names into "
+                f"instances) instead of setting the attribute. Received: optimizer={optimizer!r}")
+        if not isinstance(optimizer, keras.optimizers.Optimizer):
+            raise TypeError(
+                "GradientHealthMonitor needs a keras.optimizers.Optimizer. Received: "
+                f"optimizer={optimizer!r} (of type {type(optimizer).__name__})")
+        super().set_model(model)
+        if optimizer is not self._optimizer:
+            wrapper = optimizer if isinstance(optimizer, MonitoringOptimizer) else None
+            if wrapper is None or (wrapper.every, wrapper.skip_nonfinite, wrapper.clip_norm) != (
+                    self.every, self.on_nonfinite != "warn",
+                    self.max_norm if self.on_explosion == "clip" else None):
+                wrapper = self.wrap(optimizer)
+            if not wrapper.built and model.built and wrapper.inner_optimizer.built:
+                wrapper.build(model.trainable_variables)
+            model.optimizer = wrapper
+            self._optimizer = wrapper
+            model.make_train_function(force=True)
+
+    def _uninstall(self) -> None:
+        model, wrapper = getattr(self, "_model", None), self._optimizer
+        if model is not None and wrapper is not None and model.optimizer is wrapper:
+            model.optimizer = wrapper.inner_optimizer
+            model.make_train_function(force=True)
+        self._optimizer = None
+
+    # -- reading device state -----------------------------------------------------------------
+    def _read(self, variable: Any) -> np.ndarray:
+        """One host pull of ``variable``'s current value (JAX: from the running train state,
+        which ``fit`` only writes back to the variables at the end of each epoch)."""
+        model = getattr(self, "_model", None)
+        if keras.backend.backend() == "jax" and model is not None and self._optimizer is not None:
+            state = getattr(model, "_jax_state", None)
+            if state and state.get("optimizer_variables") and not getattr(
+                    model, "_jax_state_synced", True):
+                for i, v in enumerate(self._optimizer.variables):
+                    if v is variable:
+                        return np.asarray(state["optimizer_variables"][i])
+        return np.asarray(keras.ops.convert_to_numpy(variable.value))
+
+    # -- callback hooks -----------------------------------------------------------------------
+    def on_train_begin(self, logs: dict | None = None) -> None:
+        self._reset_state()
+        if self._optimizer is None:
+            raise ValueError("GradientHealthMonitor has no model: fit() calls set_model; when "
+                             "calling hooks by hand call monitor.set_model(model) first.")
+        self._optimizer.reset_counters()
+        if self.csv is not None:
+            atomic_write_text(self.csv, ",".join(HISTORY_COLUMNS) + "\n")
+        if self.log_dir is not None:
+            import tensorflow as tf
+
+            self._writer = tf.summary.create_file_writer(str(self.log_dir))
+
+    def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
+        self._epoch = int(epoch)
+
+    def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
+        step = self._step
+        self._step += 1
+        log_now = step % self.every == 0
+        if log_now or self.on_nonfinite == "stop":
+            self._check_nonfinite(step)
+        if log_now:
+            self._log_step(step, int(batch), logs or {})
+
+    def on_train_end(self, logs: dict | None = None) -> None:
+        if self._optimizer is not None and self._optimizer.built:
+            self._check_nonfinite(self._step - 1)
+        if self._writer is not None:
+            self._writer.flush()
+            self._writer.close()
+            self._writer = None
+        self._uninstall()
+
+    # -- work -----------------------------------------------------------------------------------
+    def _check_nonfinite(self, step: int) -> None:
+        wrapper = self._optimizer
+        counters = self._read(wrapper.counters)
+        total = int(counters[_C_NONFINITE])
+        new = total - self._seen_nonfinite
+        if new <= 0:
+            return
+        self._seen_nonfinite = total
+        last = int(counters[_C_LAST_NONFINITE])
+        if wrapper._skips():
+            self.skipped_steps.append(last)
+        if wrapper.loss_scaled:
+            return  # overflow steps are handled by the LossScaleOptimizer (see module notes)
+        action = {"skip": "update skipped", "stop": "update skipped; stopping",
+                  "warn": "update APPLIED (on_nonfinite='warn')"}[self.on_nonfinite]
+        extra = f" ({new} such steps since the last check)" if new > 1 else ""
+        self._alert(Alert(last, "nonfinite", GLOBAL, math.nan, math.nan, float(new),
+                          f"step {last}: non-finite gradients{extra}; {action}"),
+                    warn=self.on_nonfinite != "skip")
+        if self.on_nonfinite == "stop" and self._model is not None:
+            self._model.stop_training = True
+            if self.stopped_at is None:
+                self.stopped_at = last
+
+    def _alert(self, alert: Alert, warn: bool) -> None:
+        self.alerts.append(alert)
+        if warn:
+            warnings.warn(alert.message, GradientHealthWarning, stacklevel=3)
+        if self.verbose:
+            print(f"[gradhealth] {alert.message}")
+
+    def _log_step(self, step: int, batch: int, logs: dict) -> None:
+        wrapper = self._optimizer
+        stats = self._read(wrapper.stats)
+        loss = logs.get("loss", math.nan)
+        loss = float(loss) if loss is not None else math.nan
+        paths = wrapper.monitored_paths
+        connected = list(wrapper.connected) if wrapper.connected else [True] * len(paths)
+        skipped = bool(self.skipped_steps and self.skipped_steps[-1] == step)
+        t = Thresholds()
+        layer_norms: dict[str, list[float]] = {}
+        rows = []
+        for i, path in enumerate(paths):
+            s = dict(zip(DEVICE_STATS, (float(v) for v in stats[i]), strict=True))
+            s["nonfinite_count"] = int(round(s["nonfinite_count"]))
+            wn = s["weight_norm"]
+            s["grad_to_weight"] = s["grad_norm"] / wn if wn > 0 else math.nan
+            layer = path.rsplit("/", 1)[0] if "/" in path else path
+            layer_norms.setdefault(layer, []).append(s["grad_norm"])
+            if s["nonfinite_count"] > 0:
+                status = "nonfinite"
+            elif s["grad_norm"] > self.max_norm:
+                status = "exploding"
+            elif connected[i] and s["grad_norm"] < t.vanishing_norm:
+                status = "vanishing"
+            else:
+                status = "ok"
+            rows.append({"step": step, "epoch": self._epoch, "batch": batch, "loss": loss,
+                         "layer": layer, "variable": path.rsplit("/", 1)[-1], "path": path,
+                         **{c: s[c] for c in STAT_COLUMNS}, "connected": connected[i],
+                         "global_norm": math.nan, "skipped": skipped, "status": status})
+        gnorm = combine_norms([r["grad_norm"] for r in rows])
+        for r in rows:
+            r["global_norm"] = gnorm
+        self._rows.extend(rows)
+        self._frame = None
+        norms = {k: combine_norms(v) for k, v in layer_norms.items()}
+        for alert in self.detector.update(step, norms, global_norm=gnorm):
+            if alert.kind == "nonfinite":
+                continue  # reported from the device counters instead
+            self._alert(alert, warn=True)
+            if self.on_explosion == "stop" and alert.kind in EXPLOSION_KINDS:
+                self._model.stop_training = True
+                if self.stopped_at is None:
+                    self.stopped_at = step
+        if self.csv is not None:
+            self._append_csv(rows)
+        if self._writer is not None:
+            self._write_tensorboard(step, norms, rows, gnorm, loss)
+
+    def _append_csv(self, rows: list[dict[str, Any]]) -> None:
+        text = pd.DataFrame(rows, columns=list(HISTORY_COLUMNS)).to_csv(header=False, index=False)
+        # One write of whole lines on an O_APPEND descriptor, then fsync: a run killed between
+        # logged steps leaves only complete rows.
+        fd = os.open(self.csv, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        try:
+            os.write(fd, text.encode("utf-8"))
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+    def _write_tensorboard(self, step: int, norms: dict[str, float], rows: list[dict[str, Any]],
+                           gnorm: float, loss: float) -> None:
+        ratios: dict[str, float] = {}
+        for r in rows:
+            if r["variable"] == "kernel":
+                ratios[r["layer"]] = r["grad_to_weight"]
+        scalars = {"gradients/global_norm": gnorm, "loss": loss}
+        scalars.update({f"grad_norm/{k}": v for k, v in norms.items()})
+        scalars.update({f"grad_to_weight/{k}": v for k, v in ratios.items()})
+        _write_scalars(self._writer, step, scalars)
+
+    # -- figures ------------------------------------------------------------------------------
+    def plot(self, kind: str = "both") -> Any:
+        """Figures of the history: ``"norms"`` (norm per layer over steps), ``"heatmap"``
+        (layer x step) or ``"both"``; see :mod:`gradhealth.report.monitor_plots`."""
+        from gradhealth.report.monitor_plots import plot_monitor
+
+        return plot_monitor(self.history, alerts=self.alerts, kind=kind)
+
+
+def _require_tensorflow_summary() -> None:
+    try:
+        import tensorflow  # noqa: F401
+    except ImportError as e:  # pragma: no cover - tensorflow is a gradhealth dependency
+        raise ImportError(
+            "Argument `log_dir` needs TensorFlow to write TensorBoard event files: "
+            "pip install tensorflow-cpu (and tensorboard to view them).") from e
+
+
+def _write_scalars(writer: Any, step: int, scalars: dict[str, float]) -> None:
+    """Write TensorBoard scalars with TensorFlow's core summary op.
+
+    ``tf.summary.scalar`` needs the ``tensorboard`` package installed; ``tf.summary.write`` with
+    the scalar plugin's metadata writes the same events with TensorFlow alone.
+    """
+    import tensorflow as tf
+    from tensorflow.core.framework import summary_pb2
+
+    metadata = summary_pb2.SummaryMetadata()
+    metadata.plugin_data.plugin_name = "scalars"
+    with writer.as_default(step=step):
+        for tag, value in scalars.items():
+            tf.summary.write(tag, tf.constant(float(value), dtype=tf.float32), step=step,
+                             metadata=metadata)
+    writer.flush()

@@ -86,9 +86,10 @@ def _run(model: keras.Model, x: Any, y: Any, loss: Any
     xa, ya = check_batch_pair(x, y)
     check_input_shape(model, xa)
     loss_fn = resolve_loss(model, loss)
+    adapter = get_adapter()
     try:
-        value, grads = get_adapter().compute_gradients(model, xa, ya, loss_fn)
-    except (ValueError, TypeError) as e:
+        value, grads = adapter.compute_gradients(model, xa, ya, loss_fn)
+    except adapter.USER_ERRORS as e:
         raise ValueError(
             f"Computing the loss of model {model.name!r} failed for x of shape {xa.shape} and y "
             f"of shape {ya.shape} ({type(e).__name__}: {str(e).splitlines()[0][:300]}). Check that "

@@ -10,6 +10,9 @@ import jax
 import keras
 import numpy as np
 
+# Errors that mean the data or loss do not fit the model (reported as ValueError).
+USER_ERRORS: tuple[type[BaseException], ...] = (ValueError, TypeError)
+
 _CACHE: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 

@@ -13,6 +13,9 @@ import tensorflow as tf
 
 from gradhealth.adapters._state import preserved_non_trainable_state
 
+# Errors that mean the data or loss do not fit the model (reported as ValueError).
+USER_ERRORS: tuple[type[BaseException], ...] = (ValueError, TypeError, tf.errors.InvalidArgumentError)
+
 _CACHE: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 

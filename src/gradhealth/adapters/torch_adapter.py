@@ -12,6 +12,9 @@ import torch
 from gradhealth.adapters._state import preserved_non_trainable_state
 
 
+# Errors that mean the data or loss do not fit the model (reported as ValueError).
+USER_ERRORS: tuple[type[BaseException], ...] = (ValueError, TypeError, RuntimeError)
+
 def compute_gradients(model: keras.Model, x: Any, y: Any, loss_fn: Callable
                       ) -> tuple[float, list[np.ndarray | None]]:
     """One forward/backward pass; returns the loss and per-variable gradients (None = unused)."""

@@ -114,7 +114,7 @@ def classify_layers(layers: pd.DataFrame, thresholds: Thresholds) -> pd.DataFram
       zero *and* a layer nearer the output is vanishing: then float32 underflowed a vanishing
       gradient to 0, and the layer is ``vanishing``.
     * ``vanishing``: norm < ``vanishing_norm``, or norm < ``vanishing_ratio`` x the largest
-      layer norm.
+      norm among the layers that are not exploding.
 
     ``credit`` (used by :func:`health_score`): 1 for healthy; 0 for nonfinite; for vanishing and
     exploding ``0.5 * max(0, 1 - decades_beyond / score_decades)``, where ``decades_beyond`` is
@@ -125,9 +125,15 @@ def classify_layers(layers: pd.DataFrame, thresholds: Thresholds) -> pd.DataFram
     out = layers.copy()
     connected = out["connected"].to_numpy(dtype=bool)
     norms = out["grad_norm"].to_numpy(dtype=np.float64)
-    finite = connected & np.isfinite(norms)
-    max_norm = float(norms[finite].max()) if finite.any() else float("nan")
+    bad = (out["nonfinite_count"].to_numpy() > 0) | ~np.isfinite(norms)
+    finite = connected & ~bad
     last_norm = float(norms[finite][-1]) if finite.any() else float("nan")
+    over = np.array([max(_decades(n, t.exploding_norm), _decades(n, t.exploding_ratio * last_norm))
+                     if ok else 0.0 for n, ok in zip(norms, finite, strict=True)])
+    # "Vanishing relative to the largest layer" ignores exploding layers: one exploding layer
+    # does not make the healthy rest vanish.
+    calm = finite & (over == 0)
+    max_norm = float(norms[calm].max()) if calm.any() else float("nan")
     status = ["healthy"] * len(out)
     decades = [0.0] * len(out)
     for i in range(len(out) - 1, -1, -1):  # output to input: underflow rule looks downstream
@@ -135,12 +141,11 @@ def classify_layers(layers: pd.DataFrame, thresholds: Thresholds) -> pd.DataFram
         if not connected[i]:
             status[i] = "unused"
             continue
-        if out["nonfinite_count"].iat[i] > 0 or not np.isfinite(n):
+        if bad[i]:
             status[i] = "nonfinite"
             continue
-        over = max(_decades(n, t.exploding_norm), _decades(n, t.exploding_ratio * last_norm))
-        if over > 0:
-            status[i], decades[i] = "exploding", over
+        if over[i] > 0:
+            status[i], decades[i] = "exploding", float(over[i])
             continue
         under = max(_decades(t.vanishing_norm, n), _decades(t.vanishing_ratio * max_norm, n))
         downstream_vanishing = any(s == "vanishing" for s in status[i + 1:])

@@ -1,0 +1,29 @@
+"""Shared fixtures. KERAS_BACKEND is read once at import: each backend runs in its own pytest."""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+
+import gradhealth as gh  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def backend() -> str:
+    return keras.backend.backend()
+
+
+@pytest.fixture(scope="session")
+def digits() -> tuple[np.ndarray, np.ndarray]:
+    return gh.data.digits_batch(128)
+
+
+@pytest.fixture()
+def ce_loss() -> keras.losses.Loss:
+    return gh.models.classification_loss()

@@ -42,9 +42,9 @@ def test_layer_gradients_match_hand_written_backprop():
     x = rng.normal(size=(16, 5)).astype("float32")
     y = rng.normal(size=(16, 2)).astype("float32")
     grads = gh.layer_gradients(model, x, y, loss="mse")
-    weights = [(keras.ops.convert_to_numpy(l.kernel).astype(np.float64),
-                keras.ops.convert_to_numpy(l.bias).astype(np.float64))
-               for l in model.layers if hasattr(l, "kernel")]
+    weights = [(keras.ops.convert_to_numpy(layer.kernel).astype(np.float64),
+                keras.ops.convert_to_numpy(layer.bias).astype(np.float64))
+               for layer in model.layers if hasattr(layer, "kernel")]
     ref = numpy_mlp_grads(weights, x, y)
     got = list(grads.values())
     assert list(grads) == [v.path for v in model.trainable_variables]

@@ -81,21 +81,21 @@ def _layer_of(path: str) -> str:
 
 
 def _run(model: keras.Model, x: Any, y: Any, loss: Any
-         ) -> tuple[float, list[Any], list[np.ndarray | None]]:
+         ) -> tuple[float, list[Any], list[np.ndarray | None], list[np.ndarray]]:
     check_model(model)
     xa, ya = check_batch_pair(x, y)
     check_input_shape(model, xa)
     loss_fn = resolve_loss(model, loss)
     adapter = get_adapter()
     try:
-        value, grads = adapter.compute_gradients(model, xa, ya, loss_fn)
+        value, grads, weights = adapter.compute_gradients(model, xa, ya, loss_fn)
     except adapter.USER_ERRORS as e:
         raise ValueError(
             f"Computing the loss of model {model.name!r} failed for x of shape {xa.shape} and y "
             f"of shape {ya.shape} ({type(e).__name__}: {str(e).splitlines()[0][:300]}). Check that "
             f"`y` matches the model's output and the loss. Received: loss={loss!r}"
         ) from e
-    return value, list(model.trainable_variables), grads
+    return value, list(model.trainable_variables), grads, weights
 
 
 def layer_gradients(model: keras.Model, x: Any, y: Any, loss: Any = None
@@ -125,17 +125,17 @@ def layer_gradients(model: keras.Model, x: Any, y: Any, loss: Any = None
         >>> list(grads)[:2]
         ['hidden_1/kernel', 'hidden_1/bias']
     """
-    _, variables, grads = _run(model, x, y, loss)
+    _, variables, grads, _ = _run(model, x, y, loss)
     return OrderedDict(
         (v.path, np.zeros(tuple(v.shape), dtype=np.float32) if g is None else g)
         for v, g in zip(variables, grads, strict=True)
     )
 
 
-def _stats_frame(variables: list[Any], grads: list[np.ndarray | None]) -> pd.DataFrame:
+def _stats_frame(variables: list[Any], grads: list[np.ndarray | None],
+                 weights: list[np.ndarray]) -> pd.DataFrame:
     rows = []
-    for v, g in zip(variables, grads, strict=True):
-        weight = keras.ops.convert_to_numpy(v.value)
+    for v, g, weight in zip(variables, grads, weights, strict=True):
         connected = g is not None
         stats = tensor_stats(g if connected else np.zeros_like(weight), weight)
         rows.append({"layer": _layer_of(v.path), "variable": v.path.rsplit("/", 1)[-1],
@@ -165,8 +165,8 @@ def gradient_stats(model: keras.Model, x: Any, y: Any, loss: Any = None) -> pd.D
     Raises:
         ValueError, TypeError: As :func:`layer_gradients`.
     """
-    _, variables, grads = _run(model, x, y, loss)
-    return _stats_frame(variables, grads)
+    _, variables, grads, weights = _run(model, x, y, loss)
+    return _stats_frame(variables, grads, weights)
 
 
 def _walk_layers(model: keras.Layer) -> list[keras.Layer]:
@@ -390,7 +390,7 @@ def checkup(model: keras.Model, x: Any, y: Any, loss: Any = None,
         (exploding gradients).
     """
     t = Thresholds.coerce(thresholds)
-    value, variables, grads = _run(model, x, y, loss)
-    stats = _stats_frame(variables, grads)
+    value, variables, grads, weights = _run(model, x, y, loss)
+    stats = _stats_frame(variables, grads, weights)
     layer_names = list(dict.fromkeys(stats["layer"]))
     return diagnose(stats, t, model_context(model, layer_names), loss=value)

@@ -87,3 +87,41 @@ def _summaries(nb: Any) -> dict[str, Any]:
                 if line.startswith(SUMMARY_MARKER):
                     found.update(json.loads(line[len(SUMMARY_MARKER):]))
     return found
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Execute the course notebooks into a folder (``python -m gradhealth.course``).
+
+    Writes each executed ``.ipynb`` and its ``.html`` to ``--out`` (default
+    ``build/notebooks``) and prints one line per notebook with its run time.
+    Returns 0 when every notebook ran, 1 otherwise.
+    """
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m gradhealth.course", description=main.__doc__)
+    parser.add_argument("--notebooks", default="notebooks", help="folder with the .ipynb files")
+    parser.add_argument("--out", default="build/notebooks", help="output folder")
+    parser.add_argument("--kernel", default="python3", help="Jupyter kernel name")
+    args = parser.parse_args(argv)
+    folder = Path(args.notebooks)
+    paths = [folder / name for name in NOTEBOOKS if (folder / name).exists()]
+    if not paths:
+        print(f"no course notebooks found in {folder}")
+        return 1
+    failed = 0
+    total = 0.0
+    for path in paths:
+        try:
+            _, seconds = run_notebook(path, out_dir=args.out, kernel_name=args.kernel, html=True)
+        except Exception as e:  # noqa: BLE001 - report every notebook, then fail
+            failed += 1
+            print(f"FAILED {path.name}: {type(e).__name__}: {str(e).splitlines()[-1][:200]}")
+            continue
+        total += seconds
+        print(f"ok     {path.name:<48} {seconds:6.1f} s")
+    print(f"{len(paths) - failed}/{len(paths)} notebooks executed in {total:.1f} s -> {args.out}")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,8 +1,9 @@
 """Backend adapters: the only code in gradhealth that knows TensorFlow, JAX or torch.
 
-Each adapter exposes ``compute_gradients(model, x, y, loss_fn) -> (loss, grads)`` where ``grads``
-is a list of NumPy arrays (or ``None`` for a variable the loss does not depend on) in the order of
-``model.trainable_variables``. The forward pass runs with ``training=True``; non-trainable state
+Each adapter exposes ``compute_gradients(model, x, y, loss_fn) -> (loss, grads, weights)`` where
+``grads`` is a list of NumPy arrays (or ``None`` for a variable the loss does not depend on) in the
+order of ``model.trainable_variables`` and ``weights`` the variables' values read in the same
+call, and ``USER_ERRORS``, the backend exceptions that mean the data do not fit the model. The forward pass runs with ``training=True``; non-trainable state
 (batch-norm moving statistics, seed generators) is left exactly as it was, so a checkup never
 changes the model it examines.
 """

@@ -30,8 +30,8 @@ def _build(model: keras.Model, loss_fn: Callable) -> Callable:
 
 
 def compute_gradients(model: keras.Model, x: Any, y: Any, loss_fn: Callable
-                      ) -> tuple[float, list[np.ndarray | None]]:
-    """One forward/backward pass; returns the loss and per-variable gradients.
+                      ) -> tuple[float, list[np.ndarray | None], list[np.ndarray]]:
+    """One forward/backward pass: the loss, per-variable gradients and the variables' values.
 
     The stateless call leaves the model's own variables untouched: updated non-trainable state
     is discarded. JAX returns zeros (not None) for variables the loss does not depend on.
@@ -43,4 +43,4 @@ def compute_gradients(model: keras.Model, x: Any, y: Any, loss_fn: Callable
     trainable = [v.value for v in model.trainable_variables]
     non_trainable = [v.value for v in model.non_trainable_variables]
     loss, grads = per_model[key](trainable, non_trainable, x, y)
-    return float(loss), [np.asarray(g) for g in grads]
+    return float(loss), [np.asarray(g) for g in grads], [np.asarray(w) for w in trainable]

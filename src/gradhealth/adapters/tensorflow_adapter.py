@@ -11,8 +11,6 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from gradhealth.adapters._state import preserved_non_trainable_state
-
 # Errors that mean the data or loss do not fit the model (reported as ValueError).
 USER_ERRORS: tuple[type[BaseException], ...] = (ValueError, TypeError, tf.errors.InvalidArgumentError)
 
@@ -21,22 +19,30 @@ _CACHE: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 def _build(model: keras.Model, loss_fn: Callable) -> Callable:
     trainable = model.trainable_variables
+    state = model.non_trainable_variables
 
     @tf.function(reduce_retracing=True)
     def step(x, y):
+        # Batch-norm statistics and RNG state are restored inside the graph, in the same call.
+        saved = [tf.identity(v.value) for v in state]
         with tf.GradientTape() as tape:
             y_pred = model(x, training=True)
             loss = keras.ops.mean(loss_fn(y, y_pred))
             if model.losses:
                 loss = loss + tf.add_n([tf.cast(v, loss.dtype) for v in model.losses])
-        return loss, tape.gradient(loss, trainable)
+        grads = tape.gradient(loss, trainable)
+        with tf.control_dependencies([g for g in grads if g is not None] + [loss]):
+            for v, value in zip(state, saved, strict=True):
+                v.assign(value)
+        return loss, grads, [tf.identity(v.value) for v in trainable]
 
     return step
 
 
 def compute_gradients(model: keras.Model, x: Any, y: Any, loss_fn: Callable
-                      ) -> tuple[float, list[np.ndarray | None]]:
-    """One forward/backward pass; returns the loss and per-variable gradients (None = unused)."""
+                      ) -> tuple[float, list[np.ndarray | None], list[np.ndarray]]:
+    """One forward/backward pass: the loss, per-variable gradients (None = unused) and the
+    variables' values, all read back in the same call."""
     per_model = _CACHE.setdefault(model, {})
     key = (id(loss_fn), len(model.trainable_variables))
     if key not in per_model:
@@ -47,11 +53,11 @@ def compute_gradients(model: keras.Model, x: Any, y: Any, loss_fn: Callable
     # is expected here (one trace per model and input signature), so the warning is muted.
     tf_logger.setLevel(logging.ERROR)
     try:
-        with preserved_non_trainable_state(model):
-            loss, grads = per_model[key](x, y)
+        loss, grads, weights = per_model[key](x, y)
     finally:
         tf_logger.setLevel(level)
-    return float(loss.numpy()), [None if g is None else _to_numpy(g) for g in grads]
+    return (float(loss.numpy()), [None if g is None else _to_numpy(g) for g in grads],
+            [w.numpy() for w in weights])
 
 
 def _to_numpy(g: Any) -> np.ndarray:

@@ -11,13 +11,13 @@ import torch
 
 from gradhealth.adapters._state import preserved_non_trainable_state
 
-
 # Errors that mean the data or loss do not fit the model (reported as ValueError).
 USER_ERRORS: tuple[type[BaseException], ...] = (ValueError, TypeError, RuntimeError)
 
 def compute_gradients(model: keras.Model, x: Any, y: Any, loss_fn: Callable
-                      ) -> tuple[float, list[np.ndarray | None]]:
-    """One forward/backward pass; returns the loss and per-variable gradients (None = unused)."""
+                      ) -> tuple[float, list[np.ndarray | None], list[np.ndarray]]:
+    """One forward/backward pass: the loss, per-variable gradients (None = unused) and the
+    variables' values."""
     trainable = model.trainable_variables
     params = [v.value for v in trainable]
     with preserved_non_trainable_state(model), torch.enable_grad():
@@ -28,6 +28,6 @@ def compute_gradients(model: keras.Model, x: Any, y: Any, loss_fn: Callable
         for extra in model.losses:
             loss = loss + extra
         grads = torch.autograd.grad(loss, params, allow_unused=True)
-    return float(loss.detach().cpu()), [
-        None if g is None else g.detach().cpu().numpy() for g in grads
-    ]
+    return (float(loss.detach().cpu()),
+            [None if g is None else g.detach().cpu().numpy() for g in grads],
+            [p.detach().cpu().numpy() for p in params])

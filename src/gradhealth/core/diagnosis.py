@@ -68,31 +68,41 @@ def aggregate_layers(variables: pd.DataFrame) -> pd.DataFrame:
     by variable size; the dead-unit fraction is the kernel's (the first variable with two or more
     axes) or, for layers without one, the largest over the layer's vectors.
     """
+    cols = {c: variables[c].to_numpy() for c in (
+        "layer", "size", "grad_norm", "grad_mean_abs", "grad_max_abs", "zero_fraction",
+        "nonfinite_count", "weight_norm", "dead_unit_fraction")}
+    ndims = [len(shape) for shape in variables["shape"]]
+    connected = (variables["connected"].to_numpy(dtype=bool) if "connected" in variables
+                 else np.ones(len(variables), dtype=bool))
+    groups: dict[str, list[int]] = {}
+    for i, layer in enumerate(cols["layer"]):
+        groups.setdefault(layer, []).append(i)
     rows = []
-    for position, (layer, group) in enumerate(variables.groupby("layer", sort=False)):
-        sizes = group["size"].to_numpy(dtype=np.float64)
+    for position, (layer, idx) in enumerate(groups.items(), start=1):
+        sizes = cols["size"][idx].astype(np.float64)
         total = float(sizes.sum())
-        kernels = group[group["shape"].map(len) >= 2]
-        dead = (kernels["dead_unit_fraction"].iloc[0] if len(kernels)
-                else group["dead_unit_fraction"].max())
-        grad_norm = combine_norms(group["grad_norm"].to_numpy())
-        weight_norm = combine_norms(group["weight_norm"].to_numpy())
-        n_bad = int(group["nonfinite_count"].sum())
-        finite_sizes = sizes - group["nonfinite_count"].to_numpy(dtype=np.float64)
+        n_bad = int(cols["nonfinite_count"][idx].sum())
+        kernels = [i for i in idx if ndims[i] >= 2]
+        dead = (cols["dead_unit_fraction"][kernels[0]] if kernels
+                else cols["dead_unit_fraction"][idx].max())
+        grad_norm = combine_norms(cols["grad_norm"][idx])
+        weight_norm = combine_norms(cols["weight_norm"][idx])
+        max_abs = cols["grad_max_abs"][idx].astype(np.float64)
         rows.append({
-            "position": position + 1,
+            "position": position,
             "layer": layer,
             "n_params": int(total),
             "grad_norm": grad_norm if n_bad < total else float("nan"),
-            "grad_mean_abs": _weighted(group["grad_mean_abs"].to_numpy(), finite_sizes),
-            "grad_max_abs": float(np.nanmax(group["grad_max_abs"].to_numpy()))
-            if np.isfinite(group["grad_max_abs"].to_numpy()).any() else float("nan"),
-            "zero_fraction": float(np.dot(group["zero_fraction"], sizes) / total),
+            "grad_mean_abs": _weighted(cols["grad_mean_abs"][idx].astype(np.float64),
+                                       sizes - cols["nonfinite_count"][idx]),
+            "grad_max_abs": float(np.nanmax(max_abs)) if np.isfinite(max_abs).any()
+            else float("nan"),
+            "zero_fraction": float(np.dot(cols["zero_fraction"][idx], sizes) / total),
             "nonfinite_count": n_bad,
             "weight_norm": weight_norm,
             "grad_to_weight": grad_norm / weight_norm if weight_norm > 0 else float("nan"),
             "dead_unit_fraction": float(dead),
-            "connected": bool(group["connected"].any()) if "connected" in group else True,
+            "connected": bool(connected[idx].any()),
         })
     return pd.DataFrame(rows)
 

@@ -2,10 +2,10 @@
 
 Why not ``np.linalg.norm`` in float32 (or ``tf.norm``)? In a 30-layer sigmoid MLP the first
 layer's gradient entries are about 1e-20; squaring them in float32 gives 1e-40, below the smallest
-float32 normal (1.2e-38), so the sum of squares flushes to zero and the norm is reported as exactly
-0.0. Every statistic here is computed in float64 after dividing by the largest finite magnitude,
-so entries from 1e-300 to 1e300 give norms with relative error near machine epsilon and a
-non-zero tensor never gets a zero norm.
+float32 normal (1.2e-38), so the sum of squares flushes to zero (TensorFlow flushes subnormals)
+and the norm is reported as exactly 0.0. Every statistic here divides by the largest finite
+magnitude first and accumulates in float64, so entries from 1e-30 to 1e30 (and beyond) give
+relative errors near 1e-7, and a non-zero tensor never gets a zero norm.
 
 Non-finite entries (NaN, +-inf) are counted in ``nonfinite_count`` and left out of every other
 statistic, so one poisoned entry does not hide the state of the rest of the tensor.
@@ -31,14 +31,6 @@ STAT_COLUMNS: tuple[str, ...] = (
 )
 
 
-def _finite_f64(a: Any) -> tuple[np.ndarray, int]:
-    """Return the finite entries of ``a`` as a flat float64 array and the non-finite count."""
-    arr = np.asarray(a, dtype=np.float64).ravel()
-    mask = np.isfinite(arr)
-    n_bad = int(arr.size - np.count_nonzero(mask))
-    return (arr if n_bad == 0 else arr[mask]), n_bad
-
-
 def robust_norm(a: Any) -> float:
     """L2 norm of the finite entries of ``a``, exact to float64 precision at any scale.
 
@@ -55,7 +47,12 @@ def robust_norm(a: Any) -> float:
         >>> robust_norm(np.full(4, 1e-20, dtype=np.float32))  # float32 tf.norm gives 0.0
         2e-20
     """
-    flat, _ = _finite_f64(a)
+    arr = np.asarray(a)
+    if not np.issubdtype(arr.dtype, np.floating):
+        arr = arr.astype(np.float64)
+    flat = arr.reshape(-1)
+    if not np.isfinite(flat).all():
+        flat = flat[np.isfinite(flat)]
     return _scaled_norm(flat)
 
 
@@ -65,8 +62,8 @@ def _scaled_norm(flat: np.ndarray) -> float:
     m = float(np.max(np.abs(flat)))
     if m == 0.0:
         return 0.0
-    scaled = flat / m
-    return m * math.sqrt(float(np.dot(scaled, scaled)))
+    scaled = flat / flat.dtype.type(m) if m < 1e300 else flat / m
+    return m * math.sqrt(float(np.sum(scaled * scaled, dtype=np.float64)))
 
 
 def dead_unit_fraction(grad: Any) -> float:
@@ -87,12 +84,17 @@ def dead_unit_fraction(grad: Any) -> float:
     if g.ndim == 0 or g.size == 0:
         return 0.0
     units = g.reshape(-1, g.shape[-1]) if g.ndim >= 2 else g.reshape(1, -1)
-    dead = np.all(units == 0, axis=0)
-    return float(np.mean(dead))
+    alive = np.any(units, axis=0)  # NaN is truthy: non-finite entries count as alive
+    return 1.0 - float(np.count_nonzero(alive)) / alive.size
 
 
 def tensor_stats(grad: Any, weight: Any | None = None) -> dict[str, float]:
     """All statistics gradhealth reports for one gradient tensor.
+
+    The tensor is scaled by its largest finite magnitude ``m`` first, so every intermediate is in
+    [-1, 1]: squares cannot overflow, and an entry small enough for its square to underflow
+    (``|g| < 1e-19 m``) contributes less than 1e-38 of the total. Sums are accumulated in float64
+    (pairwise), giving relative errors near 1e-7 at any scale.
 
     Args:
         grad: The gradient of one variable (any shape).
@@ -112,21 +114,27 @@ def tensor_stats(grad: Any, weight: Any | None = None) -> dict[str, float]:
         (5.0, 5.0)
     """
     garr = np.asarray(grad)
-    flat, n_bad = _finite_f64(garr)
+    if not np.issubdtype(garr.dtype, np.floating):
+        garr = garr.astype(np.float64)
     size = int(garr.size)
+    flat = garr.reshape(-1)
+    if np.isfinite(flat).all():
+        n_bad = 0
+    else:
+        mask = np.isfinite(flat)
+        n_bad = int(size - np.count_nonzero(mask))
+        flat = flat[mask]
+    norm = mean_abs = max_abs = std = float("nan") if size else 0.0
     if flat.size:
-        m = float(np.max(np.abs(flat)))
-        if m > 0.0:
-            scaled = flat / m
-            norm = m * math.sqrt(float(np.dot(scaled, scaled)))
-            mean_abs = m * float(np.mean(np.abs(scaled)))
-            std = m * float(np.std(scaled))
+        max_abs = float(np.max(np.abs(flat)))
+        if max_abs > 0.0:
+            scaled = flat * flat.dtype.type(1.0 / max_abs) if max_abs < 1e300 else flat / max_abs
+            norm = max_abs * math.sqrt(float(np.sum(scaled * scaled, dtype=np.float64)))
+            mean_abs = max_abs * float(np.sum(np.abs(scaled), dtype=np.float64)) / flat.size
+            std = max_abs * float(np.std(scaled, dtype=np.float64))
         else:
             norm = mean_abs = std = 0.0
-        max_abs = m
-    else:
-        norm = mean_abs = max_abs = std = float("nan") if size else 0.0
-    zero_fraction = float(np.count_nonzero(garr == 0)) / size if size else 0.0
+    zero_fraction = (size - np.count_nonzero(garr)) / size if size else 0.0
     weight_norm = robust_norm(weight) if weight is not None else float("nan")
     ratio = norm / weight_norm if weight_norm and weight_norm > 0 else float("nan")
     return {
@@ -134,7 +142,7 @@ def tensor_stats(grad: Any, weight: Any | None = None) -> dict[str, float]:
         "grad_mean_abs": mean_abs,
         "grad_max_abs": max_abs,
         "grad_std": std,
-        "zero_fraction": zero_fraction,
+        "zero_fraction": float(zero_fraction),
         "nonfinite_count": n_bad,
         "weight_norm": weight_norm,
         "grad_to_weight": ratio,

@@ -268,6 +268,11 @@ class GradientWrapperOptimizer(keras.optimizers.Optimizer):
 
         if finite is None:
             update()
+        elif keras.backend.backend() == "jax":
+            # JAX trains through `stateless_apply`; a stateful `apply` runs eagerly, where a
+            # lax.cond would trace `update` and leak tracers into the variables it assigns.
+            if bool(finite):
+                update()
         else:
             ops.cond(finite, update, lambda: None)
 

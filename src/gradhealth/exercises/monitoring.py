@@ -79,6 +79,10 @@ def check_grad_to_weight(report: Any, layer: str, answer: Any) -> Feedback:
 
     Returns:
         Feedback: correct within 1% of ``grad_norm / weight_norm`` of that layer.
+
+    References:
+        Karpathy, CS231n course notes, "Neural Networks Part 3: Learning and Evaluation"
+        (the ratio of update size to weight size as a health check, about 1e-3 per step).
     """
     name = "grad-to-weight ratio"
     row, problem = _row(report, layer, name)
@@ -100,9 +104,9 @@ def check_grad_to_weight(report: Any, layer: str, answer: Any) -> Feedback:
                         "gradient goes on top.", name)
     return check_close(
         name, value, expected, READ_TOLERANCE,
-        why=f"an SGD step with learning rate lr changes {layer!r}'s weights by a fraction of "
-            f"about lr x {expected:.3g}; far below 1e-3 x (1/lr) the layer barely learns, far "
-            "above it every step rewrites the layer.",
+        why=f"one SGD step with learning rate lr changes the weights of {layer!r} by about "
+            f"lr x {expected:.3g} of their size (a common rule of thumb aims near 1e-3 per step: "
+            "much less and the layer barely learns, much more and each step rewrites it).",
         hint=f"use the 'grad_norm' and 'weight_norm' columns of the row where layer == {layer!r} "
              "(grad_norm / weight_norm).",
     )
@@ -143,8 +147,8 @@ def check_layer_credit(report: Any, layer: str, answer: Any) -> Feedback:
     thresholds = getattr(report, "thresholds", Thresholds())
     rule = {
         "healthy": "a healthy layer earns full credit, 1",
-        "vanishing": f"{status}: 0.5 * max(0, 1 - {decades:.3g} / {thresholds.score_decades:g})",
-        "exploding": f"{status}: 0.5 * max(0, 1 - {decades:.3g} / {thresholds.score_decades:g})",
+        "vanishing": f"{status}: 0.5 * max(0, 1 - {decades:.4g} / {thresholds.score_decades:g})",
+        "exploding": f"{status}: 0.5 * max(0, 1 - {decades:.4g} / {thresholds.score_decades:g})",
         "dead": f"dead: 0.5 * (1 - {float(row.get('dead_unit_fraction', 0.0)):.3g})",
         "nonfinite": "a layer with NaN/inf gradients earns 0",
     }.get(status, f"status {status!r} earns no credit")

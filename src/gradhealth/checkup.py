@@ -90,9 +90,11 @@ def _run(model: keras.Model, x: Any, y: Any, loss: Any
     try:
         value, grads, weights = adapter.compute_gradients(model, xa, ya, loss_fn)
     except adapter.USER_ERRORS as e:
+        lines = [line.strip() for line in str(e).splitlines() if line.strip()]
+        reason = lines[-1][:300] if lines else type(e).__name__
         raise ValueError(
             f"Computing the loss of model {model.name!r} failed for x of shape {xa.shape} and y "
-            f"of shape {ya.shape} ({type(e).__name__}: {str(e).splitlines()[0][:300]}). Check that "
+            f"of shape {ya.shape} ({type(e).__name__}: {reason}). Check that "
             f"`y` matches the model's output and the loss. Received: loss={loss!r}"
         ) from e
     return value, list(model.trainable_variables), grads, weights

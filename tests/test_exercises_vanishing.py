@@ -33,7 +33,7 @@ def test_sigmoid_max_derivative_matches_finite_differences():
 
 
 @settings(max_examples=40, deadline=None)
-@given(st.integers(min_value=0, max_value=200))
+@given(st.integers(min_value=0, max_value=ex.MAX_LAYERS))
 def test_decay_bound_right_answer_passes_and_wrong_fails(n):
     assert ex.check_decay_bound(n, 0.25 ** n).correct
     wrong = ex.check_decay_bound(n, 0.25 ** (n + 1))
@@ -77,7 +77,7 @@ def test_garbage_answers_give_feedback(garbage, report):
         assert isinstance(fb, Feedback) and not fb.correct and fb.message
 
 
-@pytest.mark.parametrize("garbage", GARBAGE + [-1, 0, 2.0])
+@pytest.mark.parametrize("garbage", GARBAGE + [-1, 0, 2.0, ex.MAX_LAYERS + 1])
 def test_garbage_problem_arguments_give_feedback(garbage):
     for fb in (ex.check_decay_bound(garbage, 0.5), ex.check_layers_to_shrink(garbage, 3),
                ex.check_first_to_last_ratio(garbage, 1e-3)):

@@ -31,8 +31,9 @@ MEASURED_TOLERANCE: float = 0.05
 significant digits (e.g. ``5.2e-19`` for ``5.2029e-19``) and rejects a wrong layer or an inverted
 ratio, which are off by orders of magnitude."""
 
-MAX_LAYERS: int = 10_000
-"""Largest layer count the checks accept: beyond it 0.25**n underflows float64 anyway."""
+MAX_LAYERS: int = 500
+"""Largest layer count the checks accept: 0.25**500 ~ 1e-301 is still a normal float64 (the
+smallest is 2.2e-308); a few dozen more layers and the bound underflows to exactly 0."""
 
 
 def sigmoid_max_derivative() -> float:

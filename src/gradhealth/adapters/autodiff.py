@@ -20,6 +20,9 @@ from typing import Any
 import keras
 import numpy as np
 
+# jitted JAX derivatives, one per function: jax.grad outside jit re-traces on every call.
+_JAX_DERIVATIVES: dict[Callable, Callable] = {}
+
 Step = Callable[..., tuple[float, list[np.ndarray], list[np.ndarray]]]
 
 
@@ -60,7 +63,9 @@ def derivative(fn: Callable[[Any], Any], x: np.ndarray, backend: str | None = No
         import jax
         import jax.numpy as jnp
 
-        out = np.asarray(jax.grad(lambda v: jnp.sum(fn(v)))(jnp.asarray(x32)))
+        if fn not in _JAX_DERIVATIVES:
+            _JAX_DERIVATIVES[fn] = jax.jit(jax.grad(lambda v: jnp.sum(fn(v))))
+        out = np.asarray(_JAX_DERIVATIVES[fn](jnp.asarray(x32)))
     else:
         import torch
 

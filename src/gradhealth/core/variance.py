@@ -26,6 +26,7 @@ References:
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -137,6 +138,15 @@ def expected_weight_variance(initializer: str, shape: Sequence[int], **params: f
     )
 
 
+@functools.lru_cache(maxsize=8)
+def _hermite_nodes(nodes: int) -> tuple[np.ndarray, np.ndarray]:
+    # Probabilists' Hermite nodes integrate against exp(-x^2/2); the weights sum to sqrt(2 pi).
+    x, w = np.polynomial.hermite_e.hermegauss(nodes)
+    x.setflags(write=False)
+    w.setflags(write=False)
+    return x, w
+
+
 def gaussian_expectation(fn: Callable[[np.ndarray], Any], variance: float = 1.0,
                          nodes: int = QUADRATURE_NODES) -> float:
     """``E[fn(z)]`` for ``z ~ N(0, variance)`` by Gauss-Hermite quadrature.
@@ -163,8 +173,7 @@ def gaussian_expectation(fn: Callable[[np.ndarray], Any], variance: float = 1.0,
         )
     if int(nodes) < 2:
         raise ValueError(f"Argument `nodes` must be at least 2. Received: nodes={nodes!r}")
-    # Probabilists' Hermite nodes integrate against exp(-x^2/2); the weights sum to sqrt(2 pi).
-    x, w = np.polynomial.hermite_e.hermegauss(int(nodes))
+    x, w = _hermite_nodes(int(nodes))
     values = np.asarray(fn(x * math.sqrt(variance)), dtype=np.float64)
     return float(np.dot(w, values) / math.sqrt(2.0 * math.pi))
 

@@ -453,7 +453,10 @@ class GradientHealthMonitor(keras.callbacks.Callback):
                          "layer": layer, "variable": path.rsplit("/", 1)[-1], "path": path,
                          **{c: s[c] for c in STAT_COLUMNS}, "connected": connected[i],
                          "global_norm": math.nan, "skipped": skipped, "status": status})
-        gnorm = combine_norms([r["grad_norm"] for r in rows])
+        # A step whose gradients hold NaN/inf has no meaningful global norm: report NaN (the
+        # per-variable norms still describe the finite entries, as tensor_stats does).
+        any_bad = any(r["nonfinite_count"] > 0 for r in rows)
+        gnorm = math.nan if any_bad else combine_norms([r["grad_norm"] for r in rows])
         for r in rows:
             r["global_norm"] = gnorm
         self._rows.extend(rows)

@@ -154,3 +154,32 @@ def plot_monitor(history: Any, alerts: Sequence[Any] | None = None, kind: str = 
             plot_norm_heatmap(history, ax=ax)
     fig.tight_layout()
     return fig
+
+
+def plot_clipping_comparison(norms: Any, ax: Any = None, title: str | None = None) -> Any:
+    """Global gradient norm per step for several runs (the ``norms`` frame of
+    :func:`gradhealth.clipping.compare_clipping`), log scale; a run's line ends where its
+    gradients stop being finite (marked with an x).
+
+    Returns:
+        The matplotlib Axes.
+    """
+    plt = _pyplot()
+    if ax is None:
+        _, ax = plt.subplots(figsize=(8, 4))
+    for name in norms.columns:
+        series = norms[name]
+        finite = series[np.isfinite(series) & (series > 0)]
+        (line,) = ax.plot(finite.index, finite.to_numpy(), lw=1.5, label=name)
+        if len(finite) < len(series.dropna()) or series.isna().any():
+            bad = series.index[~np.isfinite(series)]
+            if len(bad):
+                ax.plot([bad.min()], [finite.max() if len(finite) else 1.0], "x",
+                        color=line.get_color(), ms=9)
+    ax.set_yscale("log")
+    ax.set_xlabel("training step")
+    ax.set_ylabel("global gradient norm before clipping (log)")
+    ax.set_title(title or "Gradient norm under each clipping rule (x = gradients became NaN)")
+    ax.legend(fontsize=8)
+    ax.grid(True, which="major", alpha=0.3)
+    return ax

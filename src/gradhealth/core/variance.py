@@ -53,10 +53,14 @@ KNOWN_INITIALIZERS: tuple[str, ...] = (
     "random_uniform",
 )
 
-#: Default number of Gauss-Hermite nodes. 101 nodes integrate every activation in the catalog
-#: (including the kinks of ReLU-like functions, which limit the order of accuracy) to about 1e-5
-#: relative error at unit variance, far below the sampling noise of any measured variance.
-QUADRATURE_NODES: int = 101
+#: Quadrature for Gaussian expectations: the trapezoid rule on [-12, 12] standard deviations
+#: (the mass beyond is 4e-33) with 24000 points. Gauss-Hermite would be exact for polynomials
+#: but is off by 2e-3 for E[relu(z)]: it assumes a smooth integrand, and every activation in the
+#: catalog with a kink has it at 0. The trapezoid rule is exponentially accurate for smooth
+#: Gaussian integrands and O(h^2) ~ 1e-7 at a kink; an even number of points keeps 0 off the
+#: symmetric grid, so a step at 0 (ReLU's derivative, whatever its value at 0) gets exactly 1/2.
+QUADRATURE_RANGE: float = 12.0
+QUADRATURE_POINTS: int = 24000
 
 
 def compute_fans(shape: Sequence[int]) -> tuple[float, float]:
@@ -139,43 +143,46 @@ def expected_weight_variance(initializer: str, shape: Sequence[int], **params: f
 
 
 @functools.lru_cache(maxsize=8)
-def _hermite_nodes(nodes: int) -> tuple[np.ndarray, np.ndarray]:
-    # Probabilists' Hermite nodes integrate against exp(-x^2/2); the weights sum to sqrt(2 pi).
-    x, w = np.polynomial.hermite_e.hermegauss(nodes)
+def _standard_grid(points: int) -> tuple[np.ndarray, np.ndarray]:
+    x = np.linspace(-QUADRATURE_RANGE, QUADRATURE_RANGE, points)
+    w = np.exp(-x**2 / 2) / math.sqrt(2.0 * math.pi) * (x[1] - x[0])
+    w[0] *= 0.5
+    w[-1] *= 0.5
     x.setflags(write=False)
     w.setflags(write=False)
     return x, w
 
 
 def gaussian_expectation(fn: Callable[[np.ndarray], Any], variance: float = 1.0,
-                         nodes: int = QUADRATURE_NODES) -> float:
-    """``E[fn(z)]`` for ``z ~ N(0, variance)`` by Gauss-Hermite quadrature.
+                         points: int = QUADRATURE_POINTS) -> float:
+    """``E[fn(z)]`` for ``z ~ N(0, variance)`` by the trapezoid rule (see QUADRATURE_POINTS).
 
     Args:
         fn: A vectorized function of a float64 NumPy array.
         variance: Variance of the Gaussian (> 0).
-        nodes: Number of quadrature nodes.
+        points: Number of grid points (even keeps 0 off the grid).
 
     Returns:
         The expectation as a float.
 
     Raises:
-        ValueError: ``variance`` is not a positive finite number or ``nodes`` < 2.
+        ValueError: ``variance`` is not a positive finite number or ``points`` < 3.
 
     Example:
         >>> round(gaussian_expectation(lambda z: np.maximum(z, 0) ** 2), 6)  # E[relu(z)^2]
         0.5
     """
-    if not (isinstance(variance, (int, float, np.floating)) and math.isfinite(variance)
-            and variance > 0):
+    if isinstance(variance, bool) or not (
+        isinstance(variance, (int, float, np.floating)) and math.isfinite(variance) and variance > 0
+    ):
         raise ValueError(
             f"Argument `variance` must be a positive finite number. Received: variance={variance!r}"
         )
-    if int(nodes) < 2:
-        raise ValueError(f"Argument `nodes` must be at least 2. Received: nodes={nodes!r}")
-    x, w = _hermite_nodes(int(nodes))
+    if int(points) < 3:
+        raise ValueError(f"Argument `points` must be at least 3. Received: points={points!r}")
+    x, w = _standard_grid(int(points))
     values = np.asarray(fn(x * math.sqrt(variance)), dtype=np.float64)
-    return float(np.dot(w, values) / math.sqrt(2.0 * math.pi))
+    return float(np.dot(w, values))
 
 
 def propagate_variance(phi: Callable[[np.ndarray], Any], dphi: Callable[[np.ndarray], Any],

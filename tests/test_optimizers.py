@@ -32,7 +32,7 @@ from gradhealth.optimizers import (
     ("lion", keras.optimizers.Lion)])
 def test_make_optimizer(name, cls):
     opt = make_optimizer(name)
-    assert type(opt) is cls
+    assert isinstance(opt, cls)
     config = opt.get_config()
     assert config["learning_rate"] == pytest.approx(DEFAULT_LEARNING_RATES[name])
     if cls is keras.optimizers.SGD:

@@ -78,15 +78,16 @@ DEFAULT_TARGET_LOSS: float = 1.0
 10-class classifier gives the right class a probability of ``exp(-1) ~ 0.37`` on average, well
 below chance level ``ln 10 ~ 2.30``; reaching it means the network has started to learn."""
 
-HARD_NETWORK: dict[str, Any] = {"depth": 15, "width": 32, "activation": "relu",
+HARD_NETWORK: dict[str, Any] = {"depth": 8, "width": 32, "activation": "relu",
                                 "kernel_initializer": "glorot_uniform"}
-"""The default hard-to-train network: a 15-layer ReLU MLP with Keras' default Glorot-uniform
+"""The default hard-to-train network: an 8-layer ReLU MLP with Keras' default Glorot-uniform
 kernels. Glorot's variance ``2 / (fan_in + fan_out) = 1 / fan_in`` is half what ReLU needs (He
-et al. 2015), so the forward signal shrinks by about sqrt(2) per layer (2**-7.5 ~ 0.006 over 15
-layers) and the logits start near zero: plain SGD sits on the ln(10) plateau for hundreds of
-steps while per-parameter step sizes escape it. (A deep *sigmoid* network is harder still: no
-optimizer leaves its plateau within a classroom budget, which is the point of notebook 1.)
-Small enough to train seven times in seconds."""
+et al. 2015), so the forward signal shrinks by about sqrt(2) per layer (2**-4 ~ 0.06 over 8
+layers) and the logits start near zero: SGD and its momentum variants stay near the ln(10)
+plateau for the first hundred steps while per-parameter step sizes (RMSprop, Adam, AdamW) escape
+it. (A deep *sigmoid* network is harder still: no optimizer leaves its plateau within a
+classroom budget, which is the point of notebook 1.) Small enough to train seven times in
+seconds: each run's cost is mostly compiling its train step, which grows with depth."""
 
 
 def make_optimizer(name: str, learning_rate: float | None = None) -> keras.optimizers.Optimizer:

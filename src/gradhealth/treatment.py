@@ -523,7 +523,8 @@ def treat(
                   **(compile_kwargs or {}))
     history = model.fit(xa, ya, epochs=epochs, batch_size=batch_size, verbose=0)
     after = checkup(model, px, py, loss=loss_fn)
-    pred = keras.ops.convert_to_numpy(model.predict(xt, batch_size=512, verbose=0))
+    # One eager forward pass: ``predict`` would trace (and on JAX compile) one more function.
+    pred = keras.ops.convert_to_numpy(model(xt, training=False))
     accuracy = float(np.mean(np.argmax(pred, axis=-1) == np.asarray(yt).reshape(-1)))
     return TreatmentResult(plan=plan, model=model, build_kwargs=kwargs, before=plan.report,
                            initial=initial, after=after,

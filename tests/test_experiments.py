@@ -1,0 +1,107 @@
+"""Tests for gradhealth.experiments.grid and summarize."""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from gradhealth import experiments as E
+from gradhealth.initializers import variance_propagation
+
+SMALL = dict(activations=["tanh", "relu"], initializers=["glorot_uniform", "he_normal"],
+             depths=[2, 5], seeds=[0, 1], width=16, progress=False)
+
+
+@pytest.fixture(scope="module")
+def small(digits_module):
+    x, y = digits_module
+    return E.grid(x=x, y=y, **SMALL)
+
+
+@pytest.fixture(scope="module")
+def digits_module():
+    from gradhealth.data import digits_batch
+
+    return digits_batch(64)
+
+
+def test_grid_is_tidy_and_complete(small):
+    assert list(small.columns[:5]) == ["activation", "initializer", "depth", "seed", "layer"]
+    assert len(small) == 2 * 2 * 2 * (2 + 5)
+    keys = small[["activation", "initializer", "depth", "seed"]].drop_duplicates()
+    assert len(keys) == 16
+    assert list(small["activation"].unique()) == ["tanh", "relu"]  # argument order kept
+    assert (small["kernel_grad_norm"] > 0).all()
+
+
+def test_grid_agrees_with_variance_propagation(small, digits_module):
+    x, y = digits_module
+    ref = variance_propagation("tanh", "he_normal", depth=5, width=16, x=x, y=y, seeds=1)
+    got = small[(small.activation == "tanh") & (small.initializer == "he_normal")
+                & (small.depth == 5) & (small.seed == 1)]
+    for col in ("activation_variance", "gradient_variance", "kernel_grad_norm"):
+        np.testing.assert_allclose(got[col].to_numpy(), ref[col].to_numpy(), rtol=1e-5)
+
+
+def test_executor_and_eager_give_the_same_table(small, digits_module):
+    x, y = digits_module
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        threaded = E.grid(x=x, y=y, executor=pool, **SMALL)
+    pd.testing.assert_frame_equal(threaded, small)
+    eager = E.grid(["tanh"], ["he_normal"], depths=[5], seeds=[1], width=16, x=x, y=y,
+                   compiled=False, progress=False)
+    same = small[(small.activation == "tanh") & (small.initializer == "he_normal")
+                 & (small.depth == 5) & (small.seed == 1)]
+    for col in ("activation_variance", "kernel_grad_norm"):
+        np.testing.assert_allclose(eager[col], same[col], rtol=1e-4)
+
+
+def test_summarize_verdicts(digits_module):
+    x, y = digits_module
+    df = E.grid(["sigmoid", "relu"], ["glorot_uniform", "he_normal"], depths=[12], x=x, y=y,
+                progress=False)
+    s = E.summarize(df).set_index(["activation", "initializer"])
+    assert s.loc[("sigmoid", "glorot_uniform"), "verdict"] == "vanishing"
+    assert s.loc[("relu", "he_normal"), "verdict"] == "healthy"
+    first = df[(df.activation == "sigmoid") & (df.initializer == "glorot_uniform")]
+    expected = first["kernel_grad_norm"].iloc[0] / first["kernel_grad_norm"].iloc[-1]
+    assert s.loc[("sigmoid", "glorot_uniform"), "gradient_ratio"] == pytest.approx(expected)
+    with pytest.raises(ValueError, match="gradient_flow"):
+        E.summarize(pd.DataFrame({"a": [1]}))
+
+
+def test_custom_measure_and_progress_bar():
+    def measure(activation, initializer, depth, seed):
+        return {"score": depth * 10 + seed}
+
+    df = E.grid(["relu"], ["he_normal", "orthogonal"], depths=[1, 3], seeds=[0, 2],
+                measure=measure, progress=True)
+    assert len(df) == 8
+    assert sorted(df["score"]) == [10, 10, 12, 12, 30, 30, 32, 32]
+
+
+def test_training_measure(digits_module):
+    df = E.grid(["relu"], ["he_normal"], depths=[2], measure="training", epochs=1,
+                progress=False)
+    assert len(df) == 1
+    assert {"final_loss", "val_loss", "val_accuracy", "seconds"} <= set(df.columns)
+    assert 0.0 <= df["val_accuracy"].iloc[0] <= 1.0
+
+
+def test_bad_input():
+    with pytest.raises(ValueError, match="Valid names") as e:
+        E.grid(["relu", "swoosh"], progress=False)
+    assert "sigmoid" in str(e.value)
+    with pytest.raises(ValueError, match="Valid names"):
+        E.grid(["relu"], ["kaiming"], progress=False)
+    with pytest.raises(ValueError, match="measure"):
+        E.grid(["relu"], ["he_normal"], depths=[2], measure="accuracy", progress=False)
+    with pytest.raises(ValueError, match="depths"):
+        E.grid(["relu"], ["he_normal"], depths=[], progress=False)
+    with pytest.raises(ValueError, match="depths"):
+        E.grid(["relu"], ["he_normal"], depths=[0], progress=False)
+    with pytest.raises(TypeError, match="executor"):
+        E.grid(["relu"], ["he_normal"], depths=[2], executor="pool", progress=False)

@@ -11,6 +11,7 @@ Usage:
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 import time
 from pathlib import Path
@@ -22,6 +23,8 @@ GOAL_SECONDS: float = 120.0
 
 PER_NOTEBOOK_SECONDS: float = 30.0
 """Each notebook's budget on CI."""
+
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -47,7 +50,8 @@ def main(argv: list[str] | None = None) -> int:
                                       html=args.html)
         except Exception as e:  # report every notebook, then fail at the end
             failed += 1
-            print(f"{name:45s} {'-':>8s}  FAILED: {type(e).__name__}: {str(e).splitlines()[-1][:120]}")
+            last = _ANSI.sub("", str(e)).strip().splitlines()[-1][:120]
+            print(f"{name:45s} {'-':>8s}  FAILED: {type(e).__name__}: {last}")
             continue
         total += seconds
         flag = "ok" if seconds <= PER_NOTEBOOK_SECONDS else f"over {PER_NOTEBOOK_SECONDS:g} s"

@@ -28,7 +28,8 @@ demo: $(VENV)/.demo-installed
 	$(BIN)/gradhealth demo --out build/reports
 	$(BIN)/python -m gradhealth.course --out build/notebooks
 
-## make test: lint, then the suite on TensorFlow (with the notebooks), JAX and torch
+## make test: lint, then the suite on TensorFlow (with the notebooks and the slow end-to-end
+## tests), then again on JAX and torch without those (the notebooks are TensorFlow, the course backend)
 test: $(VENV)/.dev-installed lint test-tensorflow test-jax test-torch
 
 lint: $(VENV)/.dev-installed
@@ -38,10 +39,10 @@ test-tensorflow: $(VENV)/.dev-installed
 	KERAS_BACKEND=tensorflow $(BIN)/python -m pytest -q tests
 
 test-jax: $(VENV)/.dev-installed
-	KERAS_BACKEND=jax $(BIN)/python -m pytest -q -m "not notebook" tests
+	KERAS_BACKEND=jax $(BIN)/python -m pytest -q -m "not notebook and not slow" tests
 
 test-torch: $(VENV)/.dev-installed
-	KERAS_BACKEND=torch $(BIN)/python -m pytest -q -m "not notebook" tests
+	KERAS_BACKEND=torch $(BIN)/python -m pytest -q -m "not notebook and not slow" tests
 
 ## make lab: JupyterLab on the course kernel
 lab: $(VENV)/.demo-installed

@@ -12,7 +12,21 @@ Importing gradhealth first also silences TensorFlow's start-up messages
 
 from gradhealth import _env  # noqa: F401, I001  (must run before keras imports TensorFlow)
 
-from gradhealth import clipping, core, course, data, detect, exercises, models  # noqa: E402
+from gradhealth import (  # noqa: E402
+    activations,
+    clipping,
+    core,
+    course,
+    data,
+    detect,
+    exercises,
+    experiments,
+    initializers,
+    models,
+    optimizers,
+    robust,
+    treatment,
+)
 from gradhealth.checkup import (  # noqa: E402
     HealthReport,
     checkup,
@@ -23,6 +37,10 @@ from gradhealth.checkup import (  # noqa: E402
 from gradhealth.clipping import AutoClip, ClippingOptimizer  # noqa: E402
 from gradhealth.core.diagnosis import Recommendation  # noqa: E402
 from gradhealth.core.thresholds import Thresholds  # noqa: E402
+from gradhealth.initializers import lsuv_init  # noqa: E402
+from gradhealth.optimizers import compare_optimizers  # noqa: E402
+from gradhealth.robust import robust_mlp  # noqa: E402
+from gradhealth.treatment import TreatmentPlan, TreatmentResult, prescribe, treat  # noqa: E402
 from gradhealth.monitor import GradientHealthMonitor  # noqa: E402
 
 __version__ = "0.1.0"
@@ -34,15 +52,28 @@ __all__ = [
     "HealthReport",
     "Recommendation",
     "Thresholds",
+    "TreatmentPlan",
+    "TreatmentResult",
+    "activations",
     "checkup",
     "clipping",
+    "compare_optimizers",
     "core",
     "course",
     "data",
     "detect",
     "diagnose",
     "exercises",
+    "experiments",
     "gradient_stats",
+    "initializers",
     "layer_gradients",
+    "lsuv_init",
     "models",
+    "optimizers",
+    "prescribe",
+    "robust",
+    "robust_mlp",
+    "treat",
+    "treatment",
 ]

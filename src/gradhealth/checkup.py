@@ -300,6 +300,12 @@ class HealthReport:
 
         return plot_gradient_flow(self, ax=ax)
 
+    def prescribe(self, overrides: dict[str, Any] | None = None) -> Any:
+        """The ordered treatment plan for this report (see :func:`gradhealth.treatment.prescribe`)."""
+        from gradhealth.treatment import prescribe
+
+        return prescribe(self, overrides=overrides)
+
     def save(self, path: str) -> str:
         """Write the report atomically as ``.json``, ``.html`` or ``.md`` (by extension)."""
         from gradhealth._io import atomic_write_text

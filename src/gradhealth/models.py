@@ -7,9 +7,13 @@ from typing import Any
 import keras
 
 from gradhealth._validation import check_positive_int
+from gradhealth.robust import robust_cnn, robust_mlp  # re-exported: the robust baselines
 
 NORMALIZATIONS: tuple[str | None, ...] = (None, "batch", "layer")
 DEMO_NETWORKS: tuple[str, ...] = ("sigmoid", "relu", "exploding")
+
+__all__ = ["DEMO_NETWORKS", "NORMALIZATIONS", "classification_loss", "deep_mlp", "demo_network",
+           "robust_cnn", "robust_mlp"]
 
 
 def _seeded(initializer: Any, seed: int | None, offset: int) -> keras.initializers.Initializer:
@@ -170,3 +174,4 @@ def classification_loss() -> keras.losses.Loss:
         A new Keras loss object.
     """
     return keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+

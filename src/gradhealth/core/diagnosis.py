@@ -345,10 +345,11 @@ def recommendations(layers: pd.DataFrame, thresholds: Thresholds, context: dict[
             {"learning_rate_factor": 0.1}))
         if not has_norm:
             recs.append(Recommendation(
-                "normalization", "Add BatchNormalization (or LayerNormalization) after each hidden "
-                "Dense layer", "normalization resets each layer's scale, so gains cannot compound",
-                all_layers, "Ioffe & Szegedy 2015, Batch Normalization",
-                {"normalization": "batch"}))
+                "normalization", "Add LayerNormalization (BatchNormalization for long CNN "
+                "training) before each hidden activation",
+                "normalization resets each layer's scale, so gains cannot compound",
+                all_layers, "Ba, Kiros & Hinton 2016, Layer Normalization; Ioffe & Szegedy 2015",
+                {"normalization": "layer"}))
 
     if "dead" in statuses:
         dd = used[used["status"] == "dead"]
@@ -396,10 +397,13 @@ def recommendations(layers: pd.DataFrame, thresholds: Thresholds, context: dict[
                 {"kernel_initializer": "he_normal"}))
         if not has_norm:
             recs.append(Recommendation(
-                "normalization", "Add BatchNormalization before each hidden activation",
-                "it keeps pre-activations in the non-saturated range at every depth",
-                all_layers, "Ioffe & Szegedy 2015, Batch Normalization",
-                {"normalization": "batch"}))
+                "normalization", "Add LayerNormalization (BatchNormalization for long CNN "
+                "training) before each hidden activation",
+                "it keeps pre-activations in the non-saturated range at every depth; layer norm "
+                "behaves the same in training and inference, whereas batch norm's moving "
+                "statistics need many steps before inference is accurate",
+                all_layers, "Ba, Kiros & Hinton 2016, Layer Normalization; Ioffe & Szegedy 2015",
+                {"normalization": "layer"}))
         if depth >= 10 and not has_res:
             recs.append(Recommendation(
                 "residual", f"Add residual (skip) connections around the hidden layers ({depth} weighted layers deep)",

@@ -108,6 +108,9 @@ def plot_lsuv_history(history: Any, ax: Any = None) -> Any:
                label=f"target {target:g} ± {tol:g}")
     for layer, group in history.groupby("layer", sort=False):
         ax.plot(group["iteration"], group["variance"], marker="o", label=layer)
+    from matplotlib.ticker import MaxNLocator
+
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_yscale("log")
     ax.set(title="LSUV calibration: output variance of each layer", xlabel="iteration",
            ylabel="output variance on the batch (log scale)")

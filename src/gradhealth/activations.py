@@ -216,7 +216,7 @@ def _fmt(v: float) -> str:
     return "∞" if v == math.inf else "-∞" if v == -math.inf else f"{v:.3f}"
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _shape_properties(name: str, backend: str) -> dict[str, Any]:
     x = _grid()
     f = evaluate(name, x)

@@ -45,8 +45,8 @@ from keras import ops
 
 from gradhealth._io import atomic_write_text
 from gradhealth._validation import check_choice, check_positive_float, check_positive_int
-from gradhealth.clipping import GradientWrapperOptimizer, ops_clip_by_global_norm, ops_norm
-from gradhealth.core.detect import GLOBAL, DEFAULT_MAX_NORM, Alert, ExplosionDetector
+from gradhealth.clipping import GradientWrapperOptimizer, ops_clip_by_global_norm
+from gradhealth.core.detect import DEFAULT_MAX_NORM, GLOBAL, Alert, ExplosionDetector
 from gradhealth.core.stats import STAT_COLUMNS, combine_norms
 from gradhealth.core.thresholds import Thresholds
 

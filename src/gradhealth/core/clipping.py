@@ -138,7 +138,7 @@ def clip_by_global_norm(grads: Grads, max_norm: float
 
     Example:
         >>> clipped, norm = clip_by_global_norm([np.array([3.0]), np.array([4.0])], 1.0)
-        >>> norm, [float(c[0]) for c in clipped]
+        >>> norm, [round(float(c[0]), 6) for c in clipped]
         (5.0, [0.6, 0.8])
     """
     c = check_positive_float("max_norm", max_norm)

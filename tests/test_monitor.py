@@ -309,3 +309,18 @@ def test_uncompiled_model_and_string_optimizer_are_clear_errors():
         GradientHealthMonitor().set_model(model)
     with pytest.raises(ValueError, match="set_model"):
         GradientHealthMonitor().on_train_begin()
+
+
+def test_model_built_during_fit_and_optimizer_config(data):
+    x, _ = data
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.layers.Dense(4), keras.layers.Dense(1)])  # no Input: unbuilt
+    model.compile(optimizer="adam", loss="mse")
+    monitor = GradientHealthMonitor(every=2)
+    model.fit(x[:32], x[:32, :1], batch_size=BATCH, epochs=2, verbose=0, callbacks=[monitor])
+    assert sorted(monitor.history.step.unique()) == [0, 2]
+    assert len(monitor.history) == 2 * 4  # two logged steps x four variables
+    wrapper = monitor.wrap(keras.optimizers.SGD(0.1))
+    clone = MonitoringOptimizer.from_config(wrapper.get_config())
+    assert (clone.every, clone.skip_nonfinite, clone.clip_norm) == (2, True, None)
+    assert isinstance(clone.inner_optimizer, keras.optimizers.SGD)

@@ -110,3 +110,32 @@ def test_variance_propagation_bad_input(digits):
 def test_expected_variance_formula_is_core_formula():
     assert I.weight_variance_table(["lecun_normal"], shapes=((100, 7),))["expected_variance"][0] == \
         pytest.approx(expected_weight_variance("lecun_normal", (100, 7)))
+
+
+def test_activation_variance_scaling_gain_and_draws():
+    relu = I.ActivationVarianceScaling("relu", seed=0)
+    assert relu.scale == pytest.approx(2.0, rel=1e-4)  # He
+    assert I.ActivationVarianceScaling("selu").scale == pytest.approx(1.0, rel=1e-3)  # LeCun
+    w = keras.ops.convert_to_numpy(I.ActivationVarianceScaling("tanh", seed=1)((512, 512)))
+    # E[tanh(z)^2] for z ~ N(0, 1) by a float64 Riemann sum as the reference.
+    z = np.linspace(-12, 12, 240001)
+    second = float(np.sum(np.tanh(z) ** 2 * np.exp(-z**2 / 2)) * (z[1] - z[0]) / np.sqrt(2 * np.pi))
+    assert np.var(w) == pytest.approx(1 / (512 * second), rel=0.03)
+    with pytest.raises(ValueError, match="Valid names"):
+        I.ActivationVarianceScaling("relux")
+
+
+def test_activation_variance_scaling_save_load_round_trip(tmp_path):
+    init = I.ActivationVarianceScaling("tanh", distribution="uniform", seed=3)
+    model = keras.Sequential([keras.Input((8,)),
+                              keras.layers.Dense(4, activation="tanh", kernel_initializer=init)])
+    path = tmp_path / "model.keras"
+    model.save(path)
+    loaded = keras.saving.load_model(path)
+    restored = loaded.layers[0].kernel_initializer
+    assert isinstance(restored, I.ActivationVarianceScaling)
+    assert restored.get_config() == init.get_config()
+    assert restored.scale == pytest.approx(init.scale)
+    np.testing.assert_allclose(loaded.get_weights()[0], model.get_weights()[0])
+    clone = I.ActivationVarianceScaling.from_config(init.get_config())
+    assert clone.get_config()["activation"] == "tanh"

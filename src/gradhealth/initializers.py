@@ -143,6 +143,47 @@ def weight_variance_table(initializers: Sequence[str] | None = None,
     return pd.DataFrame(rows)
 
 
+@keras.saving.register_keras_serializable(package="gradhealth")
+class ActivationVarianceScaling(keras.initializers.VarianceScaling):
+    """Variance scaling with the gain measured from the activation: ``Var(W) = 1 / (n_in E[f(z)^2])``.
+
+    He et al. (2015) derive ``Var(W) = 2 / n_in`` for ReLU because ``E[relu(z)^2] = Var(z) / 2``
+    for a zero-mean Gaussian ``z``. The same argument for any activation ``f`` keeps the
+    pre-activation variance at 1 layer after layer when ``Var(W) = 1 / (n_in E[f(z)^2])`` with
+    ``z ~ N(0, 1)`` (the mean-field fixed point q* = 1; Poole et al. 2016). The second moment is
+    the catalog's measured ``second_moment``: the scale is 2.0 for ReLU (He), 1.0 for SELU
+    (LeCun, Klambauer et al. 2017) and 2.54 for tanh (close to the 5/3 gain squared, 2.78, that
+    PyTorch recommends).
+
+    Args:
+        activation: A :mod:`gradhealth.activations` catalog name.
+        distribution: ``"truncated_normal"``, ``"untruncated_normal"`` or ``"uniform"``.
+        seed: Seed for the draw.
+
+    Example:
+        >>> layer = keras.layers.Dense(64, activation="tanh",
+        ...                            kernel_initializer=ActivationVarianceScaling("tanh"))
+
+    References:
+        He et al. (2015); Poole et al. (2016), "Exponential expressivity in deep neural networks
+        through transient chaos".
+    """
+
+    def __init__(self, activation: str = "relu", distribution: str = "truncated_normal",
+                 seed: int | None = None):
+        from gradhealth.activations import properties, resolve_name
+
+        self.activation = resolve_name(activation)
+        scale = 1.0 / properties(self.activation)["second_moment"]
+        super().__init__(scale=scale, mode="fan_in", distribution=distribution, seed=seed)
+
+    def get_config(self) -> dict[str, Any]:
+        # Only the constructor's own arguments: scale and mode follow from the activation.
+        parent = super().get_config()
+        return {"activation": self.activation, "distribution": parent["distribution"],
+                "seed": parent["seed"]}
+
+
 # --------------------------------------------------------------------------------------------
 # Variance propagation through a deep MLP, compiled per architecture
 # --------------------------------------------------------------------------------------------

@@ -28,6 +28,12 @@ Notes:
       gradients; overflowing steps are the loss-scale optimizer's business (it skips them and
       lowers its scale), so they are counted in ``skipped_steps`` but raise no alert.
     * ``steps_per_execution`` must be 1 (the default) so that one callback call is one step.
+    * Cost (``benchmarks/monitor_overhead.py``): statistics are a few reductions per variable on
+      logged steps; skipping non-finite steps makes the optimizer update conditional (as
+      ``LossScaleOptimizer`` does), which XLA (JAX) absorbs but a TensorFlow CPU graph pays for
+      on every step; ``on_nonfinite="warn"`` removes that conditional.
+    * Each ``fit`` with the monitor retraces the train step once (the optimizer changes), and
+      the model gets its own optimizer back in ``on_train_end``.
 """
 
 from __future__ import annotations

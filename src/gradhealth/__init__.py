@@ -37,7 +37,7 @@ from gradhealth.checkup import (  # noqa: E402
 from gradhealth.clipping import AutoClip, ClippingOptimizer  # noqa: E402
 from gradhealth.core.diagnosis import Recommendation  # noqa: E402
 from gradhealth.core.thresholds import Thresholds  # noqa: E402
-from gradhealth.initializers import lsuv_init  # noqa: E402
+from gradhealth.initializers import ActivationVarianceScaling, lsuv_init  # noqa: E402
 from gradhealth.optimizers import compare_optimizers  # noqa: E402
 from gradhealth.robust import robust_mlp  # noqa: E402
 from gradhealth.treatment import TreatmentPlan, TreatmentResult, prescribe, treat  # noqa: E402
@@ -46,6 +46,7 @@ from gradhealth.monitor import GradientHealthMonitor  # noqa: E402
 __version__ = "0.1.0"
 
 __all__ = [
+    "ActivationVarianceScaling",
     "AutoClip",
     "ClippingOptimizer",
     "GradientHealthMonitor",

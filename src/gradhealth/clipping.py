@@ -229,8 +229,16 @@ class GradientWrapperOptimizer(keras.optimizers.Optimizer):
     def build_own(self, var_list: list[Any]) -> None:
         """Create this wrapper's own variables (none by default)."""
 
-    def transform(self, grads: list[Any], weights: list[Any]) -> list[Any]:
-        """Return the gradients to apply; may assign this wrapper's variables."""
+    #: Subclasses that need the "all gradients finite" flag set this, so it is computed once
+    #: per step and shared with the skip-on-NaN logic rather than reduced twice.
+    needs_finite: bool = False
+
+    def transform(self, grads: list[Any], weights: list[Any], finite: Any = None) -> list[Any]:
+        """Return the gradients to apply; may assign this wrapper's variables.
+
+        ``finite`` is the boolean "every gradient entry is finite" tensor when the wrapper
+        skips non-finite steps or sets :attr:`needs_finite`, else None.
+        """
         return grads
 
     # -- Keras optimizer API --------------------------------------------------------------------
@@ -262,8 +270,9 @@ class GradientWrapperOptimizer(keras.optimizers.Optimizer):
         tvs = list(trainable_variables) if trainable_variables is not None else list(
             self._trainable_variables)
         grads = list(grads)
-        finite = self.all_finite(grads) if self._skips() else None
-        new_grads = self.transform(grads, [v.value for v in tvs])
+        any_finite = self.all_finite(grads) if (self._skips() or self.needs_finite) else None
+        finite = any_finite if self._skips() else None
+        new_grads = self.transform(grads, [v.value for v in tvs], any_finite)
 
         def update() -> None:
             self.inner_optimizer.apply(new_grads, tvs)
@@ -292,8 +301,10 @@ class GradientWrapperOptimizer(keras.optimizers.Optimizer):
         trainable_variables = list(trainable_variables)
         mapping = list(zip(self.variables, optimizer_variables, strict=True))
         with keras.StatelessScope(state_mapping=mapping) as scope:
-            finite = self.all_finite(grads) if self._skips() else None
-            new_grads = self.transform(grads, trainable_variables)
+            any_finite = (self.all_finite(grads) if (self._skips() or self.needs_finite)
+                          else None)
+            finite = any_finite if self._skips() else None
+            new_grads = self.transform(grads, trainable_variables, any_finite)
         own_values = [scope.get_current_value(v) for v in self._variables]
 
         def update() -> tuple[list[Any], list[Any]]:
@@ -413,7 +424,7 @@ class ClippingOptimizer(GradientWrapperOptimizer):
                 shape=(), dtype="float32", initializer=keras.initializers.Zeros(),
                 aggregation="none", name="autoclip_threshold")
 
-    def transform(self, grads: list[Any], weights: list[Any]) -> list[Any]:
+    def transform(self, grads: list[Any], weights: list[Any], finite: Any = None) -> list[Any]:
         if self.method == "value":
             return ops_clip_by_value(grads, self.clip_value)
         if self.method == "norm":

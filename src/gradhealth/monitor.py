@@ -199,7 +199,9 @@ class MonitoringOptimizer(GradientWrapperOptimizer):
             self.step_counter.assign(0)
             self.counters.assign(np.zeros(_N_COUNTERS, dtype="float32"))
 
-    def transform(self, grads: list[Any], weights: list[Any]) -> list[Any]:
+    needs_finite = True
+
+    def transform(self, grads: list[Any], weights: list[Any], finite: Any = None) -> list[Any]:
         self.connected = [g is not None for g in grads]
         step = ops.convert_to_tensor(self.step_counter)
         log_now = ops.equal(ops.mod(step, self.every), 0)
@@ -220,7 +222,7 @@ class MonitoringOptimizer(GradientWrapperOptimizer):
             return ops.convert_to_tensor(self.stats)
 
         self.stats.assign(ops.cond(log_now, compute, keep))
-        finite = ops.cast(self.all_finite(grads), "float32")
+        finite = ops.cast(self.all_finite(grads) if finite is None else finite, "float32")
         counters = ops.convert_to_tensor(self.counters)
         self.counters.assign(ops.stack([
             counters[_C_STEPS] + 1.0,

@@ -6,6 +6,7 @@ from typing import Any
 
 import keras
 
+from gradhealth._seeding import seeded_initializer
 from gradhealth._validation import check_positive_int
 from gradhealth.robust import robust_cnn, robust_mlp  # re-exported: the robust baselines
 
@@ -14,28 +15,6 @@ DEMO_NETWORKS: tuple[str, ...] = ("sigmoid", "relu", "exploding")
 
 __all__ = ["DEMO_NETWORKS", "NORMALIZATIONS", "classification_loss", "deep_mlp", "demo_network",
            "robust_cnn", "robust_mlp"]
-
-
-def _seeded(initializer: Any, seed: int | None, offset: int) -> keras.initializers.Initializer:
-    """Return ``initializer`` as an Initializer object whose seed is ``seed + offset``.
-
-    Seeding every layer separately makes a model identical across runs and backends'
-    RNG states; unseeded, each layer would draw from Keras' global generator.
-    """
-    try:
-        init = keras.initializers.get(initializer)
-    except ValueError as e:
-        raise ValueError(
-            "Argument `kernel_initializer` must be a Keras initializer name or object. "
-            f"Received: kernel_initializer={initializer!r}"
-        ) from e
-    if seed is None:
-        return init
-    config = init.get_config()
-    if "seed" in config:
-        config["seed"] = seed + offset
-        init = init.__class__.from_config(config)
-    return init
 
 
 def deep_mlp(
@@ -106,7 +85,7 @@ def deep_mlp(
     for i in range(1, depth + 1):
         dense = keras.layers.Dense(
             width,
-            kernel_initializer=_seeded(kernel_initializer, seed, i),
+            kernel_initializer=seeded_initializer(kernel_initializer, seed, i),
             activation=None if normalization else activation,
             name=f"hidden_{i}",
         )
@@ -121,7 +100,7 @@ def deep_mlp(
     outputs = keras.layers.Dense(
         num_classes,
         activation=output_activation,
-        kernel_initializer=_seeded("glorot_uniform", seed, depth + 1),
+        kernel_initializer=seeded_initializer("glorot_uniform", seed, depth + 1),
         name="output",
     )(h)
     return keras.Model(inputs, outputs, name=name or f"{act_name}_mlp_{depth}")

@@ -29,6 +29,7 @@ from typing import Any
 
 import keras
 
+from gradhealth._seeding import seeded_initializer
 from gradhealth._validation import check_choice, check_positive_float, check_positive_int
 
 NORMALIZATIONS: tuple[str | None, ...] = ("batch", "layer", None)
@@ -90,24 +91,6 @@ def matched_initializer(activation: str | Any) -> str:
     if name in LECUN_ACTIVATIONS:
         return "lecun_normal"
     return "glorot_uniform"
-
-
-def _seeded(initializer: Any, seed: int | None, offset: int) -> keras.initializers.Initializer:
-    """``initializer`` as an object seeded with ``seed + offset`` (deterministic per layer)."""
-    try:
-        init = keras.initializers.get(initializer)
-    except ValueError as e:
-        raise ValueError(
-            "Argument `kernel_initializer` must be a Keras initializer name or object. "
-            f"Received: kernel_initializer={initializer!r}"
-        ) from e
-    if seed is None:
-        return init
-    config = init.get_config()
-    if "seed" in config:
-        config["seed"] = seed + offset
-        init = init.__class__.from_config(config)
-    return init
 
 
 def _norm_layer(normalization: str | None, name: str) -> keras.layers.Layer | None:
@@ -205,14 +188,14 @@ def robust_mlp(
     init = kernel_initializer if kernel_initializer is not None else matched_initializer(activation)
 
     inputs = keras.Input(shape=(input_dim,), name="features")
-    h = keras.layers.Dense(width, kernel_initializer=_seeded(init, seed, 1), name="hidden_1")(inputs)
+    h = keras.layers.Dense(width, kernel_initializer=seeded_initializer(init, seed, 1), name="hidden_1")(inputs)
     for i in range(2, depth + 1):
         f = h
         norm = _norm_layer(normalization, f"norm_{i}")
         if norm is not None:
             f = norm(f)
         f = keras.layers.Activation(activation, name=f"act_{i}")(f)
-        f = keras.layers.Dense(width, kernel_initializer=_seeded(init, seed, i),
+        f = keras.layers.Dense(width, kernel_initializer=seeded_initializer(init, seed, i),
                                name=f"hidden_{i}")(f)
         h = keras.layers.Add(name=f"skip_{i}")([h, f]) if residual else f
     norm = _norm_layer(normalization, "norm_out")
@@ -220,7 +203,7 @@ def robust_mlp(
         h = norm(h)
     h = keras.layers.Activation(activation, name="act_out")(h)
     outputs = keras.layers.Dense(num_classes, activation=output_activation,
-                                 kernel_initializer=_seeded("glorot_uniform", seed, depth + 1),
+                                 kernel_initializer=seeded_initializer("glorot_uniform", seed, depth + 1),
                                  name="output")(h)
     return keras.Model(inputs, outputs, name=name or f"robust_{act_name}_mlp_{depth}")
 
@@ -279,7 +262,7 @@ def robust_cnn(
     init = kernel_initializer if kernel_initializer is not None else matched_initializer(activation)
 
     inputs = keras.Input(shape=tuple(input_shape), name="image")
-    h = keras.layers.Conv2D(filters, 3, padding="same", kernel_initializer=_seeded(init, seed, 1),
+    h = keras.layers.Conv2D(filters, 3, padding="same", kernel_initializer=seeded_initializer(init, seed, 1),
                             name="conv_1")(inputs)
     for i in range(2, blocks + 2):
         f = h
@@ -288,7 +271,7 @@ def robust_cnn(
             f = norm(f)
         f = keras.layers.Activation(activation, name=f"act_{i}")(f)
         f = keras.layers.Conv2D(filters, 3, padding="same",
-                                kernel_initializer=_seeded(init, seed, i), name=f"conv_{i}")(f)
+                                kernel_initializer=seeded_initializer(init, seed, i), name=f"conv_{i}")(f)
         h = keras.layers.Add(name=f"skip_{i}")([h, f])
     norm = _norm_layer(normalization, "norm_out")
     if norm is not None:
@@ -296,7 +279,7 @@ def robust_cnn(
     h = keras.layers.Activation(activation, name="act_out")(h)
     h = keras.layers.GlobalAveragePooling2D(name="pool")(h)
     outputs = keras.layers.Dense(num_classes, activation=output_activation,
-                                 kernel_initializer=_seeded("glorot_uniform", seed, blocks + 2),
+                                 kernel_initializer=seeded_initializer("glorot_uniform", seed, blocks + 2),
                                  name="output")(h)
     return keras.Model(inputs, outputs, name=name or f"robust_cnn_{blocks}")
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import html
+import math
 from dataclasses import dataclass
 
 
@@ -34,6 +35,17 @@ class Feedback:
     def _repr_html_(self) -> str:
         color = "#1b7f3b" if self.correct else "#b3261e"
         return f'<div style="color:{color};font-weight:600">{html.escape(str(self))}</div>'
+
+
+def as_number(value: object) -> float | None:
+    """A student's answer as a finite float, or None when it is not one (bools are not numbers)."""
+    if isinstance(value, bool):
+        return None
+    try:
+        out = float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return None
+    return out if math.isfinite(out) else None
 
 
 def check_close(exercise: str, answer: object, expected: float, rel: float, why: str,

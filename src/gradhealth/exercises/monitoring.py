@@ -26,7 +26,7 @@ import pandas as pd
 
 from gradhealth.checkup import diagnose
 from gradhealth.core.thresholds import Thresholds
-from gradhealth.exercises._feedback import Feedback, check_close
+from gradhealth.exercises._feedback import Feedback, as_number, check_close
 
 READ_TOLERANCE: float = 0.01
 """Relative tolerance for values computed from a report's columns: 1% accepts an answer rounded
@@ -56,16 +56,6 @@ def _row(report: Any, layer: Any, name: str) -> tuple[pd.Series | None, Feedback
     return layers.iloc[names.index(layer)], None
 
 
-def _number(value: Any) -> float | None:
-    if isinstance(value, bool):
-        return None
-    try:
-        out = float(value)
-    except (TypeError, ValueError):
-        return None
-    return out if math.isfinite(out) else None
-
-
 def check_grad_to_weight(report: Any, layer: str, answer: Any) -> Feedback:
     """Exercise 1: a layer's gradient-to-weight ratio, ``grad_norm / weight_norm``.
 
@@ -93,7 +83,7 @@ def check_grad_to_weight(report: Any, layer: str, answer: Any) -> Feedback:
         return Feedback(False, f"layer {layer!r} has no finite gradient or a zero weight norm, so "
                         "its ratio is undefined; pick another layer.", name)
     expected = grad / weight
-    value = _number(answer)
+    value = as_number(answer)
     if value is None:
         return Feedback(False, f"expected a number, got {answer!r}. Hint: divide the layer's "
                         "grad_norm by its weight_norm.", name)
@@ -137,7 +127,7 @@ def check_layer_credit(report: Any, layer: str, answer: Any) -> Feedback:
                         "from gh.checkup(...).", name)
     expected = float(row["credit"])
     status = str(row["status"])
-    value = _number(answer)
+    value = as_number(answer)
     if value is None:
         return Feedback(False, f"expected a number in [0, 1], got {answer!r}.", name)
     if value > 1 and math.isclose(value / 100, expected, abs_tol=CREDIT_TOLERANCE):

@@ -21,7 +21,7 @@ import math
 import numbers
 from typing import Any
 
-from gradhealth.exercises._feedback import Feedback, check_close
+from gradhealth.exercises._feedback import Feedback, as_number, check_close
 
 NUMERIC_TOLERANCE: float = 1e-6
 """Relative tolerance for answers computed exactly (powers of 0.25): float64 round-off only."""
@@ -55,16 +55,6 @@ def _layer_count(value: Any) -> int | None:
     return int(value) if 0 <= value <= MAX_LAYERS else None
 
 
-def _number(value: Any) -> float | None:
-    if isinstance(value, bool):
-        return None
-    try:
-        out = float(value)
-    except (TypeError, ValueError):
-        return None
-    return out if math.isfinite(out) else None
-
-
 def check_decay_bound(n_layers: int, answer: Any) -> Feedback:
     """Exercise 1: the largest factor by which ``n_layers`` sigmoid layers can scale a gradient.
 
@@ -84,7 +74,7 @@ def check_decay_bound(n_layers: int, answer: Any) -> Feedback:
         return Feedback(False, f"`n_layers` must be an integer between 0 and {MAX_LAYERS}; "
                         f"got {n_layers!r}.", name)
     bound = sigmoid_max_derivative() ** n
-    value = _number(answer)
+    value = as_number(answer)
     if value is None:
         return Feedback(False, f"expected a number, got {answer!r}. Hint: raise the sigmoid's "
                         f"largest derivative to the power {n}.", name)
@@ -111,7 +101,7 @@ def check_layers_to_shrink(factor: float, answer: Any) -> Feedback:
         Feedback: correct when ``answer`` is the smallest ``n`` with ``0.25 ** n <= factor``.
     """
     name = "layers to shrink"
-    target = _number(factor)
+    target = as_number(factor)
     if target is None or not 0 < target < 1:
         return Feedback(False, f"`factor` must be a number in (0, 1); got {factor!r}.", name)
     d = sigmoid_max_derivative()
@@ -164,7 +154,7 @@ def check_first_to_last_ratio(report: Any, answer: Any) -> Feedback:
         return Feedback(False, "this report's last layer has no finite, non-zero gradient norm, "
                         "so the ratio is undefined; use the sigmoid network's report.", name)
     expected = first / last
-    value = _number(answer)
+    value = as_number(answer)
     if value is None:
         return Feedback(False, f"expected a number, got {answer!r}. Hint: "
                         "report.layers['grad_norm'].iloc[0] / report.layers['grad_norm'].iloc[-1].",

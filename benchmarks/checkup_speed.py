@@ -13,10 +13,11 @@ import argparse
 import statistics
 import time
 
+import gradhealth as gh  # first: it quiets TensorFlow before keras imports it
+
+# isort: split
 import keras
 import numpy as np
-
-import gradhealth as gh  # noqa: I001  (quiets TensorFlow first)
 
 
 def median_time(fn, repeats: int) -> list[float]:

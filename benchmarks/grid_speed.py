@@ -15,6 +15,9 @@ from __future__ import annotations
 
 import time
 
+import gradhealth  # noqa: F401  (first: it quiets TensorFlow before keras imports it)
+
+# isort: split
 import keras
 
 from gradhealth.experiments import grid

@@ -16,7 +16,6 @@ from gradhealth import (  # noqa: E402
     activations,
     clipping,
     core,
-    course,
     data,
     detect,
     exercises,
@@ -44,6 +43,16 @@ from gradhealth.treatment import TreatmentPlan, TreatmentResult, prescribe, trea
 from gradhealth.monitor import GradientHealthMonitor  # noqa: E402
 
 __version__ = "0.1.0"
+
+
+def __getattr__(name: str) -> object:
+    # gradhealth.course is imported on first use: `python -m gradhealth.course` must be able
+    # to run it as __main__ without the package having imported it already.
+    if name == "course":
+        import importlib
+
+        return importlib.import_module("gradhealth.course")
+    raise AttributeError(f"module 'gradhealth' has no attribute {name!r}")
 
 __all__ = [
     "ActivationVarianceScaling",

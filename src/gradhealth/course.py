@@ -62,7 +62,10 @@ def run_notebook(path: str | Path, out_dir: str | Path | None = None, timeout: i
 
     path = Path(path)
     nb = nbformat.read(path, as_version=4)
+    # The kernel logs a warning that its local loopback TCP channel is unencrypted on every
+    # start; only its errors are worth showing in a batch run.
     client = NotebookClient(nb, timeout=timeout, kernel_name=kernel_name,
+                            extra_arguments=["--IPKernelApp.log_level=ERROR"],
                             resources={"metadata": {"path": str(path.parent)}})
     start = time.perf_counter()
     client.execute()

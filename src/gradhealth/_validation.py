@@ -44,6 +44,19 @@ def check_choice(name: str, value: Any, choices: tuple[Any, ...] | list[Any]) ->
     return value
 
 
+def check_activation(activation: Any) -> Any:
+    """Return ``activation`` if Keras knows it (a name or a callable), else raise naming it."""
+    import keras
+
+    try:
+        keras.activations.get(activation)
+    except ValueError as e:
+        raise ValueError(
+            f"Argument `activation` is not a Keras activation. Received: activation={activation!r}"
+        ) from e
+    return activation
+
+
 def as_batch_array(name: str, value: Any, allow_int: bool = True) -> np.ndarray:
     """Convert one batch (``x`` or ``y``) to a NumPy array and check it.
 

@@ -7,7 +7,7 @@ from typing import Any
 import keras
 
 from gradhealth._seeding import seeded_initializer
-from gradhealth._validation import check_positive_int
+from gradhealth._validation import check_activation, check_positive_int
 from gradhealth.robust import robust_cnn, robust_mlp  # re-exported: the robust baselines
 
 NORMALIZATIONS: tuple[str | None, ...] = (None, "batch", "layer")
@@ -73,12 +73,7 @@ def deep_mlp(
             f"Argument `normalization` must be one of {list(NORMALIZATIONS)}. "
             f"Received: normalization={normalization!r}"
         )
-    try:
-        keras.activations.get(activation)
-    except ValueError as e:
-        raise ValueError(
-            f"Argument `activation` is not a Keras activation. Received: activation={activation!r}"
-        ) from e
+    check_activation(activation)
     act_name = activation if isinstance(activation, str) else getattr(activation, "__name__", "act")
     inputs = keras.Input(shape=(input_dim,), name="features")
     h = inputs

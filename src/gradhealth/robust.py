@@ -30,7 +30,12 @@ from typing import Any
 import keras
 
 from gradhealth._seeding import seeded_initializer
-from gradhealth._validation import check_choice, check_positive_float, check_positive_int
+from gradhealth._validation import (
+    check_activation,
+    check_choice,
+    check_positive_float,
+    check_positive_int,
+)
 
 NORMALIZATIONS: tuple[str | None, ...] = ("batch", "layer", None)
 """Normalization choices of the robust builders: ``"batch"``, ``"layer"`` or ``None``."""
@@ -103,12 +108,7 @@ def _norm_layer(normalization: str | None, name: str) -> keras.layers.Layer | No
 
 def _check_common(activation: Any, normalization: Any, seed: Any) -> str:
     check_choice("normalization", normalization, NORMALIZATIONS)
-    try:
-        keras.activations.get(activation)
-    except ValueError as e:
-        raise ValueError(
-            f"Argument `activation` is not a Keras activation. Received: activation={activation!r}"
-        ) from e
+    check_activation(activation)
     if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int) or seed < 0):
         raise ValueError(
             f"Argument `seed` must be a non-negative integer or None. Received: seed={seed!r}"

@@ -106,6 +106,19 @@ def _norm_layer(normalization: str | None, name: str) -> keras.layers.Layer | No
     return None
 
 
+def _pre_activation_block(h: Any, layer: keras.layers.Layer, normalization: str | None,
+                          activation: Any, i: int, residual: bool) -> Any:
+    """``h + layer(act(norm(h)))`` (or without the skip): the pre-activation block
+    of He et al. 2016, "Identity Mappings in Deep Residual Networks"."""
+    f = h
+    norm = _norm_layer(normalization, f"norm_{i}")
+    if norm is not None:
+        f = norm(f)
+    f = keras.layers.Activation(activation, name=f"act_{i}")(f)
+    f = layer(f)
+    return keras.layers.Add(name=f"skip_{i}")([h, f]) if residual else f
+
+
 def _check_common(activation: Any, normalization: Any, seed: Any) -> str:
     check_choice("normalization", normalization, NORMALIZATIONS)
     check_activation(activation)
@@ -188,16 +201,12 @@ def robust_mlp(
     init = kernel_initializer if kernel_initializer is not None else matched_initializer(activation)
 
     inputs = keras.Input(shape=(input_dim,), name="features")
-    h = keras.layers.Dense(width, kernel_initializer=seeded_initializer(init, seed, 1), name="hidden_1")(inputs)
+    h = keras.layers.Dense(width, kernel_initializer=seeded_initializer(init, seed, 1),
+                           name="hidden_1")(inputs)
     for i in range(2, depth + 1):
-        f = h
-        norm = _norm_layer(normalization, f"norm_{i}")
-        if norm is not None:
-            f = norm(f)
-        f = keras.layers.Activation(activation, name=f"act_{i}")(f)
-        f = keras.layers.Dense(width, kernel_initializer=seeded_initializer(init, seed, i),
-                               name=f"hidden_{i}")(f)
-        h = keras.layers.Add(name=f"skip_{i}")([h, f]) if residual else f
+        dense = keras.layers.Dense(width, kernel_initializer=seeded_initializer(init, seed, i),
+                                   name=f"hidden_{i}")
+        h = _pre_activation_block(h, dense, normalization, activation, i, residual)
     norm = _norm_layer(normalization, "norm_out")
     if norm is not None:
         h = norm(h)
@@ -262,17 +271,14 @@ def robust_cnn(
     init = kernel_initializer if kernel_initializer is not None else matched_initializer(activation)
 
     inputs = keras.Input(shape=tuple(input_shape), name="image")
-    h = keras.layers.Conv2D(filters, 3, padding="same", kernel_initializer=seeded_initializer(init, seed, 1),
+    h = keras.layers.Conv2D(filters, 3, padding="same",
+                            kernel_initializer=seeded_initializer(init, seed, 1),
                             name="conv_1")(inputs)
     for i in range(2, blocks + 2):
-        f = h
-        norm = _norm_layer(normalization, f"norm_{i}")
-        if norm is not None:
-            f = norm(f)
-        f = keras.layers.Activation(activation, name=f"act_{i}")(f)
-        f = keras.layers.Conv2D(filters, 3, padding="same",
-                                kernel_initializer=seeded_initializer(init, seed, i), name=f"conv_{i}")(f)
-        h = keras.layers.Add(name=f"skip_{i}")([h, f])
+        conv = keras.layers.Conv2D(filters, 3, padding="same",
+                                   kernel_initializer=seeded_initializer(init, seed, i),
+                                   name=f"conv_{i}")
+        h = _pre_activation_block(h, conv, normalization, activation, i, residual=True)
     norm = _norm_layer(normalization, "norm_out")
     if norm is not None:
         h = norm(h)

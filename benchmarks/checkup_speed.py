@@ -1,4 +1,4 @@
-"""Time of a warm ``gradhealth.checkup`` divided by a warm ``model.train_on_batch``.
+"""Time of a warm ``gradhealth.diagnosis`` divided by a warm ``model.train_on_batch``.
 
 Both run on the same batch in the same process, alternating, after warm-up; the script prints
 the median of each and their ratio (goal: <= 1.5). A checkup does one forward and one backward

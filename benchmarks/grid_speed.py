@@ -20,7 +20,7 @@ import gradhealth  # noqa: F401  (first: it quiets TensorFlow before keras impor
 # isort: split
 import keras
 
-from gradhealth.experiments import grid
+from gradhealth.course.experiments import grid
 
 
 def main() -> None:

@@ -25,8 +25,8 @@ import gradhealth  # noqa: F401  (first: it quiets TensorFlow before keras impor
 import keras
 import numpy as np
 
+from gradhealth.callbacks.monitor import GradientHealthMonitor
 from gradhealth.models import deep_mlp
-from gradhealth.monitor import GradientHealthMonitor
 
 DEPTH, WIDTH, BATCH, INPUT_DIM, CLASSES = 20, 256, 256, 256, 10
 WARMUP_STEPS = 5

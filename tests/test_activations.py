@@ -1,4 +1,4 @@
-"""Tests for gradhealth.activations: Keras functions, autodiff derivatives, measured properties."""
+"""Tests for gradhealth.init.activations: Keras functions, autodiff derivatives, measured properties."""
 
 from __future__ import annotations
 
@@ -9,7 +9,8 @@ import pandas as pd
 import pytest
 from scipy.special import erf
 
-from gradhealth import activations as A
+from gradhealth.course import activation_experiments as AX
+from gradhealth.init import activations as A
 
 SELU_ALPHA = 1.6732632423543772
 SELU_SCALE = 1.0507009873554805
@@ -170,7 +171,7 @@ def test_gradient_flow_matches_gradient_stats(digits):
     from gradhealth.models import deep_mlp
 
     x, y = digits
-    df = A.gradient_flow(["sigmoid", "relu"], depth=8, x=x, y=y)
+    df = AX.gradient_flow(["sigmoid", "relu"], depth=8, x=x, y=y)
     assert list(df.columns) == ["activation", "initializer", "layer", "layer_index",
                                 "grad_norm", "relative_norm"]
     assert len(df) == 2 * 9
@@ -183,7 +184,7 @@ def test_gradient_flow_matches_gradient_stats(digits):
 
 
 def test_performance_ranking_is_ranked_and_complete(digits):
-    ranking = A.performance_ranking(["sigmoid", "relu"], depth=3, epochs=1, seeds=(0,))
+    ranking = AX.performance_ranking(["sigmoid", "relu"], depth=3, epochs=1, seeds=(0,))
     assert list(ranking["rank"]) == [1, 2]
     assert {"activation", "val_accuracy", "final_loss", "health_score", "seconds"} <= set(ranking)
     assert ranking["val_accuracy"].between(0, 1).all()

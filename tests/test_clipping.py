@@ -12,7 +12,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from gradhealth import clipping as C
+from gradhealth.core import clipping as C
+from gradhealth.ops import clipping as OC
+from gradhealth.optim import ClippingOptimizer
 
 SHAPES = st.sampled_from([(3,), (4, 3), (2, 2, 3), (1,), (5, 1)])
 FLOATS = st.floats(-1e3, 1e3, allow_nan=False, allow_infinity=False, width=32)
@@ -172,20 +174,20 @@ def test_ops_versions_agree_with_numpy(gp, limit):
     tg = [keras.ops.convert_to_tensor(g) for g in g32]
     tp = [keras.ops.convert_to_tensor(p) for p in p32]
     pairs = [
-        (C.ops_clip_by_value(tg, limit), C.clip_by_value(g32, limit)),
-        (C.ops_clip_by_norm(tg, limit), C.clip_by_norm(g32, limit)),
-        (C.ops_clip_by_global_norm(tg, limit)[0], C.clip_by_global_norm(g32, limit)[0]),
-        (C.ops_adaptive_clip(tg, tp, 0.05, 1e-3), C.adaptive_clip(g32, p32, 0.05, 1e-3)),
+        (OC.ops_clip_by_value(tg, limit), C.clip_by_value(g32, limit)),
+        (OC.ops_clip_by_norm(tg, limit), C.clip_by_norm(g32, limit)),
+        (OC.ops_clip_by_global_norm(tg, limit)[0], C.clip_by_global_norm(g32, limit)[0]),
+        (OC.ops_adaptive_clip(tg, tp, 0.05, 1e-3), C.adaptive_clip(g32, p32, 0.05, 1e-3)),
     ]
     for device, reference in pairs:
         for d, r in zip(device, reference, strict=True):
             np.testing.assert_allclose(to_np(d), r, rtol=2e-5, atol=1e-30)
-    assert float(to_np(C.ops_global_norm(tg))) == pytest.approx(C.global_norm(g32), rel=1e-5)
+    assert float(to_np(OC.ops_global_norm(tg))) == pytest.approx(C.global_norm(g32), rel=1e-5)
 
 
 def test_ops_norm_does_not_underflow():
     tiny = keras.ops.convert_to_tensor(np.full((1000,), 1e-25, np.float32))
-    assert float(to_np(C.ops_norm(tiny))) == pytest.approx(1e-25 * math.sqrt(1000), rel=1e-5)
+    assert float(to_np(OC.ops_norm(tiny))) == pytest.approx(1e-25 * math.sqrt(1000), rel=1e-5)
 
 
 def test_global_norm_clip_agrees_with_tensorflow():
@@ -225,11 +227,11 @@ def data():
 ])
 def test_clipping_optimizer_step_matches_numpy_rule(method, kwargs, data):
     """One SGD(lr=1) step moves the weights by exactly minus the NumPy-clipped gradient."""
-    from gradhealth.checkup import layer_gradients
+    from gradhealth.diagnosis import layer_gradients
 
     x, y = data
     model = small_model()
-    model.compile(optimizer=C.ClippingOptimizer(keras.optimizers.SGD(1.0), method, **kwargs),
+    model.compile(optimizer=ClippingOptimizer(keras.optimizers.SGD(1.0), method, **kwargs),
                   loss="mse")
     before = [to_np(v.value).astype(np.float64) for v in model.trainable_variables]
     grads = list(layer_gradients(model, x, y, loss="mse").values())
@@ -247,7 +249,7 @@ def test_clipping_optimizer_step_matches_numpy_rule(method, kwargs, data):
 def test_autoclip_optimizer_tracks_percentile_of_global_norms(data):
     x, y = data
     model = small_model()
-    opt = C.ClippingOptimizer(keras.optimizers.SGD(0.05), "autoclip", percentile=50,
+    opt = ClippingOptimizer(keras.optimizers.SGD(0.05), "autoclip", percentile=50,
                               history_size=16)
     model.compile(optimizer=opt, loss="mse")
     model.fit(x, y, batch_size=8, epochs=5, shuffle=False, verbose=0)  # 20 steps > 16
@@ -265,7 +267,7 @@ def test_clipping_optimizer_skip_nonfinite_and_delegation(data):
     xp[0, 0] = np.inf
     model = small_model()
     inner = keras.optimizers.SGD(0.1)
-    opt = C.ClippingOptimizer(inner, "global_norm", max_norm=1.0, skip_nonfinite=True)
+    opt = ClippingOptimizer(inner, "global_norm", max_norm=1.0, skip_nonfinite=True)
     model.compile(optimizer=opt, loss="mse")
     before = [to_np(v.value) for v in model.trainable_variables]
     model.fit(xp, y, batch_size=32, epochs=1, verbose=0)
@@ -273,7 +275,7 @@ def test_clipping_optimizer_skip_nonfinite_and_delegation(data):
         np.testing.assert_array_equal(b, to_np(v.value))
     opt.learning_rate = 0.5
     assert float(to_np(inner.learning_rate)) == pytest.approx(0.5)
-    clone = C.ClippingOptimizer.from_config(opt.get_config())
+    clone = ClippingOptimizer.from_config(opt.get_config())
     assert clone.method == "global_norm" and clone.max_norm == 1.0
     assert isinstance(clone.inner_optimizer, keras.optimizers.SGD)
 
@@ -287,12 +289,12 @@ def test_clipping_optimizer_skip_nonfinite_and_delegation(data):
 ])
 def test_clipping_optimizer_bad_arguments(kwargs, error, message):
     with pytest.raises(error, match=message):
-        C.ClippingOptimizer(keras.optimizers.SGD(0.1), **kwargs)
+        ClippingOptimizer(keras.optimizers.SGD(0.1), **kwargs)
 
 
 def test_clipping_optimizer_optimizer_argument():
-    assert isinstance(C.ClippingOptimizer("adam", "agc").inner_optimizer, keras.optimizers.Adam)
+    assert isinstance(ClippingOptimizer("adam", "agc").inner_optimizer, keras.optimizers.Adam)
     with pytest.raises(ValueError, match="optimizer='nope'"):
-        C.ClippingOptimizer("nope", "agc")
+        ClippingOptimizer("nope", "agc")
     with pytest.raises(TypeError, match="optimizer=3"):
-        C.ClippingOptimizer(3, "agc")
+        ClippingOptimizer(3, "agc")

@@ -9,8 +9,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gradhealth import detect
-from gradhealth.detect import (
+from gradhealth.core import detect
+from gradhealth.core.detect import (
     GLOBAL,
     Alert,
     ExplosionDetector,

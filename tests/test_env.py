@@ -6,7 +6,7 @@ import os
 import subprocess
 import sys
 
-from gradhealth._env import QUIET_ENV, quiet_tensorflow
+from gradhealth._internal.env import QUIET_ENV, quiet_tensorflow
 
 
 def test_sets_both_variables_when_absent():

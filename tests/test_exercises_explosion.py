@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from gradhealth.core.clipping import clip_by_global_norm
-from gradhealth.exercises import Feedback, explosion
+from gradhealth.course.exercises import Feedback, explosion
 
 
 def test_global_clip_check_against_independent_arithmetic():

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 
 import gradhealth as gh
-from gradhealth.exercises import Feedback
-from gradhealth.exercises import monitoring as ex
+from gradhealth.course.exercises import Feedback
+from gradhealth.course.exercises import monitoring as ex
 
 GARBAGE = [None, "abc", [1, 2], {}, object(), float("nan"), float("inf"), True, np.array([1.0, 2.0])]
 

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import pandas as pd
 import pytest
 
-from gradhealth.exercises import Feedback, solutions
+from gradhealth.course.exercises import Feedback, solutions
 
 
 def test_treatment_order():

@@ -11,8 +11,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import gradhealth as gh
-from gradhealth.exercises import Feedback
-from gradhealth.exercises import vanishing as ex
+from gradhealth.course.exercises import Feedback
+from gradhealth.course.exercises import vanishing as ex
 
 GARBAGE = [None, "abc", [1, 2], {}, object(), float("nan"), float("inf"), True, np.array([1.0, 2.0])]
 

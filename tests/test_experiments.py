@@ -1,4 +1,4 @@
-"""Tests for gradhealth.experiments.grid and summarize."""
+"""Tests for gradhealth.course.experiments.grid and summarize."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from gradhealth import experiments as E
-from gradhealth.initializers import variance_propagation
+from gradhealth.course import experiments as E
+from gradhealth.init.propagation import variance_propagation
 
 SMALL = dict(activations=["tanh", "relu"], initializers=["glorot_uniform", "he_normal"],
              depths=[2, 5], seeds=[0, 1], width=16, progress=False)

@@ -1,4 +1,4 @@
-"""Tests for gradhealth.initializers: variance formulas vs draws, variance propagation."""
+"""Tests for gradhealth.init.initializers: variance formulas vs draws, variance propagation."""
 
 from __future__ import annotations
 
@@ -6,8 +6,9 @@ import keras
 import numpy as np
 import pytest
 
-from gradhealth import initializers as I
 from gradhealth.core.variance import expected_weight_variance
+from gradhealth.init import initializers as I
+from gradhealth.init import propagation as P
 
 
 def test_measured_weight_variance_matches_formulas():
@@ -37,7 +38,7 @@ def test_unknown_initializer_lists_valid_names():
 def test_mlp_params_are_deep_mlp_weights():
     from gradhealth.models import deep_mlp
 
-    params = I.mlp_params(4, 16, "he_normal", input_dim=64, num_classes=10, seed=5)
+    params = P.mlp_params(4, 16, "he_normal", input_dim=64, num_classes=10, seed=5)
     model = deep_mlp(4, 16, "relu", "he_normal", seed=5)
     for p, w in zip(params, model.get_weights(), strict=True):
         np.testing.assert_allclose(p, w, rtol=1e-6)
@@ -48,8 +49,8 @@ def test_probe_agrees_with_gradient_stats_and_numpy_forward(digits):
     from gradhealth.models import deep_mlp
 
     x, y = digits
-    params = I.mlp_params(5, 32, "glorot_uniform", 64, 10, seed=1)
-    out = I.make_mlp_probe(keras.activations.tanh, 5)(params, x, y)
+    params = P.mlp_params(5, 32, "glorot_uniform", 64, 10, seed=1)
+    out = P.make_mlp_probe(keras.activations.tanh, 5)(params, x, y)
     model = deep_mlp(5, 32, "tanh", "glorot_uniform", seed=1)
     stats = gradient_stats(model, x, y,
                            loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
@@ -68,10 +69,10 @@ def test_he_relu_50_layers_keeps_variance_while_random_normal_collapses_it():
     # One finite-width network fluctuates by about a factor of 2 over 50 layers (Hanin & Rolnick
     # 2018), so the claim is checked on the mean over 8 networks.
     kwargs = dict(depth=50, width=256, seeds=range(8), batch_size=128)
-    he = I.variance_propagation("relu", "he_normal", **kwargs)
+    he = P.variance_propagation("relu", "he_normal", **kwargs)
     mean = he.groupby("layer")["activation_variance"].mean().to_numpy()
     assert 0.5 <= mean[-1] / mean[0] <= 2.0
-    small = I.variance_propagation("relu", "random_normal", **kwargs)
+    small = P.variance_propagation("relu", "random_normal", **kwargs)
     mean_small = small.groupby("layer")["activation_variance"].mean().to_numpy()
     assert mean_small[-1] / mean_small[0] < 1e-6
     # The mean-field prediction says exactly flat for He + ReLU.
@@ -81,14 +82,14 @@ def test_he_relu_50_layers_keeps_variance_while_random_normal_collapses_it():
 
 def test_mean_field_prediction_tracks_a_wide_tanh_network(digits):
     x, y = digits
-    df = I.variance_propagation("tanh", "glorot_normal", depth=6, width=512, x=x, y=y)
+    df = P.variance_propagation("tanh", "glorot_normal", depth=6, width=512, x=x, y=y)
     np.testing.assert_allclose(df["preactivation_variance"],
                                df["predicted_preactivation_variance"], rtol=0.15)
 
 
 def test_sigmoid_gradient_variance_decays_towards_the_input(digits):
     x, y = digits
-    df = I.variance_propagation("sigmoid", "glorot_uniform", depth=10, width=64, x=x, y=y)
+    df = P.variance_propagation("sigmoid", "glorot_uniform", depth=10, width=64, x=x, y=y)
     g = df["gradient_variance"].to_numpy()
     assert g[0] < 1e-6 * g[-1]
 
@@ -96,15 +97,15 @@ def test_sigmoid_gradient_variance_decays_towards_the_input(digits):
 def test_variance_propagation_bad_input(digits):
     x, y = digits
     with pytest.raises(ValueError, match="Valid names"):
-        I.variance_propagation("relu", "kaiming")
+        P.variance_propagation("relu", "kaiming")
     with pytest.raises(ValueError, match="Valid names"):
-        I.variance_propagation("relux", "he_normal")
+        P.variance_propagation("relux", "he_normal")
     with pytest.raises(ValueError, match="non-finite"):
         bad = x.copy()
         bad[0, 0] = np.nan
-        I.variance_propagation(x=bad, y=y, depth=2)
+        P.variance_propagation(x=bad, y=y, depth=2)
     with pytest.raises(ValueError, match="seeds"):
-        I.variance_propagation(seeds=[], depth=2)
+        P.variance_propagation(seeds=[], depth=2)
 
 
 def test_expected_variance_formula_is_core_formula():

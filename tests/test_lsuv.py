@@ -8,7 +8,7 @@ import keras
 import numpy as np
 import pytest
 
-from gradhealth.initializers import LSUV_MIN_BATCH, lsuv_init
+from gradhealth.init.lsuv import LSUV_MIN_BATCH, lsuv_init
 
 TOL = 0.1
 

@@ -10,15 +10,15 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from gradhealth.checkup import gradient_stats
-from gradhealth.core.stats import STAT_COLUMNS, tensor_stats
-from gradhealth.detect import ExplosionDetector
-from gradhealth.monitor import (
+from gradhealth.callbacks.monitor import (
     HISTORY_COLUMNS,
     GradientHealthMonitor,
     GradientHealthWarning,
-    MonitoringOptimizer,
 )
+from gradhealth.core.detect import ExplosionDetector
+from gradhealth.core.stats import STAT_COLUMNS, tensor_stats
+from gradhealth.diagnosis import gradient_stats
+from gradhealth.optim import MonitoringOptimizer
 
 BATCH = 16
 

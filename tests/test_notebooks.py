@@ -28,7 +28,7 @@ def test_notebook_is_committed_clean_and_follows_the_course_rules(path):
             assert cell.get("outputs", []) == [], f"{path.name} has committed outputs"
             assert cell.get("execution_count") is None
     source = "\n".join("".join(c["source"]) for c in nb["cells"])
-    assert "gradhealth.exercises" in source or "gh.exercises" in source, "no self-check exercises"
+    assert "gradhealth.course.exercises" in source or "gh.exercises" in source, "no self-check exercises"
     assert "summary(" in source and "gradhealth.course" in source, (
         "no gradhealth.course.summary record for the reproducibility test")
     assert "Learning objectives" in source or "learning objectives" in source.lower()

@@ -1,4 +1,4 @@
-"""Tests for gradhealth.optimizers and its plot."""
+"""Tests for gradhealth.course.optimizers and its plot."""
 
 from __future__ import annotations
 
@@ -12,10 +12,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gradhealth.checkup import layer_gradients
 from gradhealth.core.stats import combine_norms, robust_norm
-from gradhealth.models import classification_loss, deep_mlp
-from gradhealth.optimizers import (
+from gradhealth.course.optimizers import (
     CURVE_COLUMNS,
     DEFAULT_LEARNING_RATES,
     OPTIMIZER_NAMES,
@@ -23,6 +21,8 @@ from gradhealth.optimizers import (
     make_optimizer,
     steps_to_target,
 )
+from gradhealth.diagnosis import layer_gradients
+from gradhealth.models import classification_loss, deep_mlp
 
 
 @pytest.mark.parametrize("name, cls", [

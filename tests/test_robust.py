@@ -1,4 +1,4 @@
-"""Tests for gradhealth.robust: structure, a float64 NumPy forward reference, gradient health."""
+"""Tests for gradhealth.models.robust: structure, a float64 NumPy forward reference, gradient health."""
 
 from __future__ import annotations
 
@@ -6,16 +6,22 @@ import keras
 import numpy as np
 import pytest
 
-from gradhealth.checkup import checkup
-from gradhealth.clipping import ClippingOptimizer
-from gradhealth.models import classification_loss, deep_mlp
-from gradhealth.robust import matched_initializer, robust_cnn, robust_mlp, robust_optimizer
+from gradhealth.core.knowledge import matched_initializer
+from gradhealth.diagnosis import checkup
+from gradhealth.models import (
+    classification_loss,
+    deep_mlp,
+    robust_cnn,
+    robust_mlp,
+    robust_optimizer,
+)
+from gradhealth.optim import ClippingOptimizer
 
 
 @pytest.mark.parametrize("activation, expected", [
     ("relu", "he_normal"), ("leaky_relu", "he_normal"), ("gelu", "he_normal"),
     ("elu", "he_normal"), ("silu", "he_normal"), ("selu", "lecun_normal"),
-    ("tanh", "lecun_normal"), ("sigmoid", "glorot_uniform"), (keras.activations.relu, "he_normal"),
+    ("tanh", "glorot_uniform"), ("sigmoid", "glorot_uniform"), (keras.activations.relu, "he_normal"),
 ])
 def test_matched_initializer(activation, expected):
     assert matched_initializer(activation) == expected

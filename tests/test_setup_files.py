@@ -22,7 +22,7 @@ import tomllib
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
-from gradhealth._env import QUIET_ENV
+from gradhealth._internal.env import QUIET_ENV
 
 ROOT = Path(__file__).resolve().parents[1]
 ENV_NAME = "week5-gradients"

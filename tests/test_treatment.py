@@ -11,12 +11,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gradhealth.checkup import checkup
-from gradhealth.clipping import ClippingOptimizer
 from gradhealth.core.diagnosis import Recommendation
 from gradhealth.data import load_digits_split
-from gradhealth.models import classification_loss, deep_mlp, demo_network
-from gradhealth.robust import robust_mlp
+from gradhealth.diagnosis import checkup
+from gradhealth.models import classification_loss, deep_mlp, demo_network, robust_mlp
+from gradhealth.optim import ClippingOptimizer
 from gradhealth.treatment import PRIORITY, TreatmentPlan, prescribe, treat
 
 

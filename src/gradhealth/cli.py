@@ -33,11 +33,16 @@ from rich.console import Console
 from rich.text import Text
 
 import gradhealth
-from gradhealth._io import atomic_write_text
-from gradhealth.checkup import HealthReport, checkup
+from gradhealth._internal.io import atomic_write_text
 from gradhealth.data import digits_batch
+from gradhealth.diagnosis import HealthReport, checkup
 from gradhealth.models import DEMO_NETWORKS, classification_loss, demo_network
+from gradhealth.report.plots import STATUS_COLORS, compare_gradient_flow, figure_png
 from gradhealth.report.terminal import report_renderable, status_text, summary_table
+
+__all__ = ["DEFAULT_CHECKUP_OUT", "DEFAULT_DEMO_OUT", "DEMO_BATCH_SIZE", "EXIT_OK",
+           "EXIT_UNHEALTHY", "EXIT_USAGE", "EXPECTED_DEMO_STATUS", "PIPE_WIDTH", "UsageError",
+           "backend_line", "build_parser", "main"]
 
 EXIT_OK = 0
 EXIT_UNHEALTHY = 1
@@ -284,7 +289,6 @@ def _cmd_demo(args: argparse.Namespace, console: Console) -> int:
 
 def _index_html(reports: dict[str, HealthReport]) -> str:
     """The demo's combined page: summary table linking each report, and the compared flows."""
-    from gradhealth.report.plots import STATUS_COLORS, compare_gradient_flow, figure_png
 
     rows = []
     for kind, rep in reports.items():

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from gradhealth._validation import check_positive_int
+from gradhealth._internal.validation import check_positive_int
+
+__all__ = ["digits_batch", "load_digits_split", "synthetic_classification"]
 
 
 def load_digits_split(test_fraction: float = 0.25, seed: int = 0, standardize: bool = True
@@ -29,7 +31,7 @@ def load_digits_split(test_fraction: float = 0.25, seed: int = 0, standardize: b
         raise ValueError(
             f"Argument `test_fraction` must be in (0, 1). Received: test_fraction={test_fraction!r}"
         )
-    from sklearn.datasets import load_digits
+    from sklearn.datasets import load_digits  # lazy: sklearn takes ~1 s to import
 
     digits = load_digits()
     x = digits.data.astype(np.float64)

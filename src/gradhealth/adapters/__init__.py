@@ -15,6 +15,8 @@ from types import ModuleType
 
 import keras
 
+__all__ = ["get_adapter"]
+
 _ADAPTERS = {"tensorflow": "tensorflow", "jax": "jax", "torch": "torch"}
 
 

@@ -7,6 +7,8 @@ from collections.abc import Iterator
 
 import keras
 
+__all__ = ["preserved_non_trainable_state"]
+
 
 @contextlib.contextmanager
 def preserved_non_trainable_state(model: keras.Model) -> Iterator[None]:

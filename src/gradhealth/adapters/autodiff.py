@@ -21,6 +21,8 @@ from typing import Any
 import keras
 import numpy as np
 
+__all__ = ["derivative", "evaluate", "float64_scope", "value_and_grad"]
+
 # jitted JAX derivatives, one per function: jax.grad outside jit re-traces on every call.
 _JAX_DERIVATIVES: dict[Callable, Callable] = {}
 
@@ -44,7 +46,7 @@ def float64_scope(backend: str | None = None) -> contextlib.AbstractContextManag
     for the ``with`` block only. TensorFlow and torch honour float64 inputs as they are.
     """
     if _backend(backend) == "jax":
-        import jax
+        import jax  # lazy: only the active backend is installed/imported
 
         return jax.enable_x64(True)
     return contextlib.nullcontext()
@@ -81,7 +83,7 @@ def derivative(fn: Callable[[Any], Any], x: np.ndarray, dtype: str = "float64",
 def _derivative(fn: Callable[[Any], Any], x32: np.ndarray, backend: str | None) -> np.ndarray:
     name = _backend(backend)
     if name == "tensorflow":
-        import tensorflow as tf
+        import tensorflow as tf  # lazy: only the active backend is installed/imported
 
         xt = tf.constant(x32)
         with tf.GradientTape() as tape:
@@ -90,14 +92,14 @@ def _derivative(fn: Callable[[Any], Any], x32: np.ndarray, backend: str | None) 
         grad = tape.gradient(total, xt)
         out = np.zeros_like(x32) if grad is None else grad.numpy()
     elif name == "jax":
-        import jax
-        import jax.numpy as jnp
+        import jax  # lazy: only the active backend is installed/imported
+        import jax.numpy as jnp  # lazy: only the active backend is installed/imported
 
         if fn not in _JAX_DERIVATIVES:
             _JAX_DERIVATIVES[fn] = jax.jit(jax.grad(lambda v: jnp.sum(fn(v))))
         out = np.asarray(_JAX_DERIVATIVES[fn](jnp.asarray(x32, dtype=x32.dtype)))
     else:
-        import torch
+        import torch  # lazy: only the active backend is installed/imported
 
         xt = torch.tensor(x32, requires_grad=True)
         with torch.enable_grad():
@@ -126,7 +128,7 @@ def value_and_grad(fn: Callable[..., tuple[Any, Sequence[Any]]], compiled: bool 
     """
     name = _backend(backend)
     if name == "tensorflow":
-        import tensorflow as tf
+        import tensorflow as tf  # lazy: only the active backend is installed/imported
 
         def tf_step(params, *args):
             with tf.GradientTape() as tape:
@@ -145,8 +147,8 @@ def value_and_grad(fn: Callable[..., tuple[Any, Sequence[Any]]], compiled: bool 
 
         return step
     if name == "jax":
-        import jax
-        import jax.numpy as jnp
+        import jax  # lazy: only the active backend is installed/imported
+        import jax.numpy as jnp  # lazy: only the active backend is installed/imported
 
         inner = jax.value_and_grad(fn, has_aux=True)
         if compiled:
@@ -159,7 +161,7 @@ def value_and_grad(fn: Callable[..., tuple[Any, Sequence[Any]]], compiled: bool 
 
         return step
 
-    import torch
+    import torch  # lazy: only the active backend is installed/imported
 
     def step(params, *args):
         tensors = [torch.tensor(np.asarray(p, np.float32), requires_grad=True) for p in params]

@@ -10,6 +10,8 @@ import jax
 import keras
 import numpy as np
 
+__all__ = ["USER_ERRORS", "compute_gradients"]
+
 # Errors that mean the data or loss do not fit the model (reported as ValueError).
 USER_ERRORS: tuple[type[BaseException], ...] = (ValueError, TypeError)
 

@@ -11,6 +11,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+__all__ = ["USER_ERRORS", "compute_gradients"]
+
 # Errors that mean the data or loss do not fit the model (reported as ValueError).
 USER_ERRORS: tuple[type[BaseException], ...] = (ValueError, TypeError, tf.errors.InvalidArgumentError)
 

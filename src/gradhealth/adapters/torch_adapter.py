@@ -11,6 +11,8 @@ import torch
 
 from gradhealth.adapters._state import preserved_non_trainable_state
 
+__all__ = ["USER_ERRORS", "compute_gradients"]
+
 # Errors that mean the data or loss do not fit the model (reported as ValueError).
 USER_ERRORS: tuple[type[BaseException], ...] = (ValueError, TypeError, RuntimeError)
 

@@ -3,7 +3,7 @@
 Every function takes a list of gradient arrays (``None`` entries -- variables with no gradient,
 such as frozen or unused ones -- pass through untouched) and returns new arrays of the input
 dtypes; nothing is modified in place. The Keras-facing versions that run inside ``model.fit``
-live in :mod:`gradhealth.clipping`.
+live in :mod:`gradhealth.core.clipping`.
 
 References:
     Pascanu, Mikolov & Bengio (2013). On the difficulty of training recurrent neural networks.
@@ -22,8 +22,12 @@ from typing import Any
 
 import numpy as np
 
-from gradhealth._validation import check_positive_float
+from gradhealth._internal.validation import check_positive_float
 from gradhealth.core.stats import combine_norms, robust_norm
+
+__all__ = ["DEFAULT_AGC_CLIP_FACTOR", "DEFAULT_AGC_EPS", "DEFAULT_AUTOCLIP_PERCENTILE",
+           "AutoClip", "adaptive_clip", "clip_by_global_norm", "clip_by_norm", "clip_by_value",
+           "global_norm", "unitwise_norm"]
 
 DEFAULT_AGC_CLIP_FACTOR: float = 0.01
 """AGC's ``lambda``: Brock et al. (2021) use 0.01 for their NFNets at batch size 4096 and

@@ -33,8 +33,14 @@ from collections import deque
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 
-from gradhealth._validation import check_positive_float, check_positive_int
+from gradhealth._internal.validation import check_positive_float, check_positive_int
 from gradhealth.core.thresholds import Thresholds
+
+__all__ = ["DEFAULT_EMA_ALPHA", "DEFAULT_GROWTH_FACTOR", "DEFAULT_GROWTH_WINDOW",
+           "DEFAULT_MAX_NORM", "DEFAULT_MIN_NORM", "DEFAULT_MIN_STD", "DEFAULT_WARMUP",
+           "DEFAULT_Z_THRESHOLD", "GLOBAL", "KINDS", "Alert", "Detector", "ExplosionDetector",
+           "ExplosionError", "GrowthDetector", "NonFiniteDetector", "SpikeDetector",
+           "ThresholdDetector"]
 
 GLOBAL = "(global)"
 """Layer name used for alerts about the global gradient norm (all variables together)."""

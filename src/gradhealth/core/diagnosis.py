@@ -1,6 +1,6 @@
 """Turn per-variable gradient statistics into layer verdicts, a score, findings and advice.
 
-Plain NumPy/pandas; knows nothing of Keras. The Keras-facing :mod:`gradhealth.checkup` passes in
+Plain NumPy/pandas; knows nothing of Keras. The Keras-facing :mod:`gradhealth.diagnosis` passes in
 the statistics table and a ``context`` dict of facts about the model (hidden activations,
 initializers, normalization and residual layers, depth).
 
@@ -19,6 +19,10 @@ import pandas as pd
 
 from gradhealth.core.stats import combine_norms
 from gradhealth.core.thresholds import Thresholds
+
+__all__ = ["CATEGORIES", "RELU_FAMILY", "SATURATING_ACTIVATIONS", "SEVERITY", "STATUSES",
+           "Recommendation", "aggregate_layers", "classify_layers", "findings", "health_score",
+           "overall_status", "recommendations"]
 
 STATUSES: tuple[str, ...] = ("healthy", "vanishing", "dead", "exploding", "nonfinite")
 SEVERITY: dict[str, int] = {s: i for i, s in enumerate(STATUSES)}

@@ -18,6 +18,8 @@ from typing import Any
 
 import numpy as np
 
+__all__ = ["STAT_COLUMNS", "combine_norms", "dead_unit_fraction", "robust_norm", "tensor_stats"]
+
 STAT_COLUMNS: tuple[str, ...] = (
     "grad_norm",
     "grad_mean_abs",

@@ -12,6 +12,8 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
+__all__ = ["Thresholds"]
+
 
 @dataclass(frozen=True)
 class Thresholds:

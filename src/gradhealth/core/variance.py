@@ -33,6 +33,10 @@ from typing import Any
 
 import numpy as np
 
+__all__ = ["KNOWN_INITIALIZERS", "QUADRATURE_POINTS", "QUADRATURE_RANGE",
+           "VARIANCE_SCALING_RULES", "compute_fans", "expected_weight_variance",
+           "gaussian_expectation", "propagate_variance", "spread"]
+
 #: Variance-scaling rules ``Var(W) = scale / fan``: (scale, which fan), one per initializer name.
 #: Uniform and (truncated) normal draws with the same rule have the same variance: Keras divides
 #: the truncated normal's stddev by 0.8796 so that truncation at 2 sigma does not shrink it.

@@ -8,6 +8,8 @@ from typing import Any
 
 from gradhealth.report.plots import STATUS_COLORS, figure_png, plot_gradient_flow
 
+__all__ = ["report_fragment", "report_html"]
+
 _CSS = """
 body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:2em;color:#222}
 .gh-badge{display:inline-block;padding:.2em .6em;border-radius:.4em;color:#fff;font-weight:600}

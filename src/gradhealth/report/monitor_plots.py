@@ -13,35 +13,22 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
+import pandas as pd
 
 from gradhealth.core.stats import combine_norms
+from gradhealth.report.plots import pyplot
+
+__all__ = ["ALERT_COLORS", "KINDS", "layer_norm_table", "plot_clipping_comparison",
+           "plot_layer_norms", "plot_monitor", "plot_norm_heatmap"]
 
 KINDS: tuple[str, ...] = ("norms", "heatmap", "both")
 ALERT_COLORS: dict[str, str] = {"threshold": "#c62828", "growth": "#ef6c00", "spike": "#6a1b9a",
                                 "nonfinite": "#000000"}
 
 
-def _pyplot() -> Any:
-    import matplotlib
-
-    try:
-        from IPython import get_ipython
-
-        in_notebook = get_ipython() is not None and "IPKernelApp" in get_ipython().config
-    except ImportError:
-        in_notebook = False
-    if not in_notebook:
-        matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
 def layer_norm_table(history: Any) -> Any:
     """Per-layer gradient norm at each logged step: a DataFrame with steps as rows and layers
     as columns (input to output order); a layer's norm combines its variables' norms."""
-    import pandas as pd
-
     if history is None or len(history) == 0:
         raise ValueError("The monitor history is empty: train with the monitor attached first "
                          "(model.fit(..., callbacks=[monitor])).")
@@ -80,7 +67,7 @@ def plot_layer_norms(history: Any, alerts: Sequence[Any] | None = None, ax: Any 
     Returns:
         The matplotlib Axes.
     """
-    plt = _pyplot()
+    plt = pyplot()
     table = layer_norm_table(history)
     if ax is None:
         _, ax = plt.subplots(figsize=(8, 4))
@@ -113,7 +100,7 @@ def plot_norm_heatmap(history: Any, ax: Any = None, title: str | None = None) ->
     Returns:
         The matplotlib Axes.
     """
-    plt = _pyplot()
+    plt = pyplot()
     table = layer_norm_table(history)
     values = table.to_numpy(dtype=np.float64).T
     with np.errstate(divide="ignore", invalid="ignore"):
@@ -141,7 +128,7 @@ def plot_monitor(history: Any, alerts: Sequence[Any] | None = None, kind: str = 
     """
     if kind not in KINDS:
         raise ValueError(f"Argument `kind` must be one of {list(KINDS)}. Received: kind={kind!r}")
-    plt = _pyplot()
+    plt = pyplot()
     if kind == "both":
         fig, (a1, a2) = plt.subplots(1, 2, figsize=(13, 4))
         plot_layer_norms(history, alerts, ax=a1)
@@ -158,13 +145,13 @@ def plot_monitor(history: Any, alerts: Sequence[Any] | None = None, kind: str = 
 
 def plot_clipping_comparison(norms: Any, ax: Any = None, title: str | None = None) -> Any:
     """Global gradient norm per step for several runs (the ``norms`` frame of
-    :func:`gradhealth.clipping.compare_clipping`), log scale; a run's line ends where its
+    :func:`gradhealth.course.clipping.compare_clipping`), log scale; a run's line ends where its
     gradients stop being finite (marked with an x).
 
     Returns:
         The matplotlib Axes.
     """
-    plt = _pyplot()
+    plt = pyplot()
     if ax is None:
         _, ax = plt.subplots(figsize=(8, 4))
     for name in norms.columns:

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import io
+import os
 from typing import Any
+
+__all__ = ["STATUS_COLORS", "compare_gradient_flow", "figure_png", "plot_gradient_flow", "pyplot"]
 
 STATUS_COLORS: dict[str, str] = {
     "healthy": "#2e7d32",
@@ -14,21 +18,37 @@ STATUS_COLORS: dict[str, str] = {
 }
 
 
-def _pyplot() -> Any:
-    import matplotlib
+def pyplot() -> Any:
+    """``matplotlib.pyplot``, with a backend that shows figures where the code runs.
 
-    if matplotlib.get_backend().lower() not in ("module://matplotlib_inline.backend_inline",):
-        try:
-            import IPython  # noqa: F401
+    Inside a Jupyter kernel figures must render inline, also when ``MPLBACKEND=Agg`` is set
+    for a batch run (``make demo`` executes notebooks that way): the inline backend is selected
+    so every figure reaches the notebook's outputs. Outside a kernel with no display (scripts,
+    tests, CI), the non-interactive Agg backend is used so nothing tries to open a window.
+    """
+    import matplotlib  # lazy: plotting is optional and matplotlib is slow to import
 
-            in_notebook = "IPKernelApp" in getattr(IPython.get_ipython(), "config", {})
-        except (ImportError, AttributeError):
-            in_notebook = False
-        if not in_notebook:
-            matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    try:
+        from IPython import get_ipython  # lazy: present only where Jupyter is installed
+
+        shell = get_ipython()
+        in_kernel = shell is not None and "IPKernelApp" in getattr(shell, "config", {})
+    except ImportError:
+        in_kernel = False
+    inline = "module://matplotlib_inline.backend_inline"
+    if in_kernel:
+        if matplotlib.get_backend() != inline:
+            matplotlib.use(inline)
+    elif matplotlib.get_backend().lower() != "agg" and not _has_display():
+        matplotlib.use("Agg")
+    import matplotlib.pyplot as plt  # lazy: as matplotlib above
 
     return plt
+
+
+def _has_display() -> bool:
+    return bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")) or \
+        os.name == "nt"
 
 
 def plot_gradient_flow(report: Any, ax: Any = None, title: str | None = None) -> Any:
@@ -43,7 +63,7 @@ def plot_gradient_flow(report: Any, ax: Any = None, title: str | None = None) ->
     Returns:
         The matplotlib Figure.
     """
-    plt = _pyplot()
+    plt = pyplot()
     layers = report.layers
     if ax is None:
         fig, ax = plt.subplots(figsize=(max(6.0, 0.22 * len(layers) + 3), 3.6))
@@ -64,7 +84,7 @@ def plot_gradient_flow(report: Any, ax: Any = None, title: str | None = None) ->
     ax.set_title(title or "gradient flow")
     if len(layers) <= 12:
         ax.set_xticks(range(1, len(layers) + 1), list(layers["layer"]), rotation=45, ha="right")
-    from matplotlib.patches import Patch
+    from matplotlib.patches import Patch  # lazy: see pyplot
 
     seen = list(dict.fromkeys(layers["status"]))
     ax.legend(handles=[Patch(color=STATUS_COLORS.get(s, "#9e9e9e"), label=s) for s in seen],
@@ -84,7 +104,7 @@ def compare_gradient_flow(reports: dict[str, Any], ax: Any = None) -> Any:
     Returns:
         The matplotlib Figure.
     """
-    plt = _pyplot()
+    plt = pyplot()
     if ax is None:
         fig, ax = plt.subplots(figsize=(8, 4))
     else:
@@ -105,9 +125,7 @@ def compare_gradient_flow(reports: dict[str, Any], ax: Any = None) -> Any:
 
 def figure_png(fig: Any, dpi: int = 100) -> bytes:
     """Render a figure to PNG bytes and close it."""
-    import io
-
-    plt = _pyplot()
+    plt = pyplot()
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=dpi)
     plt.close(fig)

@@ -1,6 +1,6 @@
 """Terminal rendering of health reports with rich: pure functions of results -> rich renderables.
 
-Nothing here computes a statistic: the tables show what :func:`gradhealth.checkup` measured.
+Nothing here computes a statistic: the tables show what :func:`gradhealth.diagnosis` measured.
 """
 
 from __future__ import annotations
@@ -11,6 +11,9 @@ from typing import Any
 from rich.console import Group
 from rich.table import Table
 from rich.text import Text
+
+__all__ = ["STATUS_STYLES", "findings_text", "layer_table", "report_renderable", "status_text",
+           "summary_table"]
 
 #: rich colour of each layer/overall status (the terminal twin of ``plots.STATUS_COLORS``).
 STATUS_STYLES: dict[str, str] = {

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+__all__ = ["LAYER_COLUMNS", "layer_table_markdown", "report_markdown"]
+
 LAYER_COLUMNS: tuple[str, ...] = ("position", "layer", "grad_norm", "grad_mean_abs",
                                   "dead_unit_fraction", "nonfinite_count", "status")
 

@@ -4,6 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
+from gradhealth.report.plots import plot_gradient_flow, pyplot
+
+__all__ = ["plot_before_after"]
+
 
 def plot_before_after(result: Any, title: str | None = None) -> Any:
     """The diagnosed network's gradient flow next to the treated network's, on one log scale.
@@ -16,9 +20,7 @@ def plot_before_after(result: Any, title: str | None = None) -> Any:
     Returns:
         The matplotlib Figure.
     """
-    from gradhealth.report.plots import _pyplot, plot_gradient_flow
-
-    plt = _pyplot()
+    plt = pyplot()
     reports = [("before", result.before)] if result.before is not None else []
     reports.append(("after treatment and training", result.after))
     fig, axes = plt.subplots(1, len(reports), figsize=(7 * len(reports), 3.8), squeeze=False)

@@ -34,6 +34,7 @@ test: $(VENV)/.dev-installed lint test-tensorflow test-jax test-torch
 
 lint: $(VENV)/.dev-installed
 	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/lint-imports
 
 test-tensorflow: $(VENV)/.dev-installed
 	KERAS_BACKEND=tensorflow $(BIN)/python -m pytest -q tests

@@ -11,6 +11,8 @@ import os
 import shutil
 import subprocess
 import sys
+import warnings
+import zipfile
 from pathlib import Path
 
 import keras
@@ -140,7 +142,7 @@ def test_checkup_saved_model_with_loss_and_batch(files, tmp_path, capsys):
         (["checkup", "{compiled.keras}", "--data", "{no_y.npz}"], "no array 'y'"),
         (["checkup", "{compiled.keras}", "--data", "{junk.npz}"], "could not read"),
         (["checkup", "{compiled.keras}", "--data", "{single.npy}"], "single .npy array"),
-        (["checkup", "{junk.keras}", "--data", "{data.npz}"], "could not load model"),
+        (["checkup", "{junk.keras}", "--data", "{data.npz}"], "not a valid Keras model file"),
         (["checkup", "{plain.keras}", "--data", "{data.npz}"], "--loss NAME"),
         (["checkup", "{plain.keras}", "--data", "{data.npz}", "--loss", "nope"], "loss='nope'"),
         (["checkup", "{compiled.keras}", "--data", "{mismatch.npz}"], f"y.shape=({DATA_EXAMPLES // 2},)"),
@@ -188,3 +190,64 @@ def test_installed_console_script_runs_and_propagates_the_exit_code(tmp_path):
     assert "exploding: exploding" in done.stdout
     assert json.loads((tmp_path / "report.json").read_text())["context"]["backend"] == \
         keras.backend.backend()
+
+
+@pytest.fixture(scope="module")
+def broken_models(files, tmp_path_factory) -> dict[str, Path]:
+    """Damaged copies of a real .keras file: truncated, bit-flipped, and a zip without config."""
+    root = tmp_path_factory.mktemp("broken_models")
+    whole = files["compiled.keras"].read_bytes()
+    (root / "truncated.keras").write_bytes(whole[: len(whole) // 2])
+    flipped = bytearray(whole)
+    middle = len(flipped) // 2
+    flipped[middle:middle + 64] = bytes(b ^ 0xFF for b in flipped[middle:middle + 64])
+    (root / "flipped.keras").write_bytes(bytes(flipped))
+    with zipfile.ZipFile(root / "noconfig.keras", "w") as z:
+        z.writestr("metadata.json", "{}")
+    (root / "folder.keras").mkdir()
+    return {p.name: p for p in root.iterdir()}
+
+
+@pytest.mark.parametrize(("name", "needle"), [
+    ("truncated.keras", "not a valid Keras model file"),
+    ("flipped.keras", "not a valid Keras model file"),
+    ("noconfig.keras", "no config.json"),
+    ("folder.keras", "is a folder"),
+])
+def test_damaged_model_files_get_their_own_message(files, broken_models, capsys, name, needle):
+    code = cli.main(["checkup", str(broken_models[name]), "--data", str(files["data.npz"])])
+    assert code == cli.EXIT_USAGE
+    line = _one_line_error(capsys)
+    assert needle in line and "not found" not in line
+
+
+def test_library_noise_on_stderr_is_held_back_on_an_input_error(files, capfd, monkeypatch):
+    """Keras warnings, Python-level and C-level stderr writes during loading: one line only."""
+
+    def noisy_load(path, *args, **kwargs):
+        warnings.warn("Skipping variable loading for optimizer 'adam'", UserWarning, stacklevel=2)
+        print("absl-style log line", file=sys.stderr)
+        os.write(2, b"C-level log line\n")
+        raise ValueError("the model could not be built")
+
+    monkeypatch.setattr(keras.saving, "load_model", noisy_load)
+    code = cli.main(["checkup", str(files["compiled.keras"]), "--data", str(files["data.npz"])])
+    assert code == cli.EXIT_USAGE
+    err = capfd.readouterr().err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    assert lines[0].startswith("gradhealth: error: could not load model")
+
+
+def test_library_noise_is_passed_on_when_the_command_succeeds(files, tmp_path, capfd, monkeypatch):
+    real_load = keras.saving.load_model
+
+    def chatty_load(path, *args, **kwargs):
+        warnings.warn("a harmless Keras notice", UserWarning, stacklevel=2)
+        return real_load(path, *args, **kwargs)
+
+    monkeypatch.setattr(keras.saving, "load_model", chatty_load)
+    code = cli.main(["checkup", str(files["compiled.keras"]), "--data", str(files["data.npz"]),
+                     "--out", str(tmp_path), "-q"])
+    assert code in (cli.EXIT_OK, cli.EXIT_UNHEALTHY)
+    assert "a harmless Keras notice" in capfd.readouterr().err

@@ -21,10 +21,15 @@ from __future__ import annotations
 
 import argparse
 import base64
+import contextlib
 import html
+import io
+import os
 import sys
+import tempfile
+import warnings
 import zipfile
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import keras
@@ -158,24 +163,71 @@ def main(argv: Sequence[str] | None = None) -> int:
         0
     """
     parser = build_parser()
+    captured = _Captured()
     try:
-        args = parser.parse_args(argv)
-        if args.backend_info:
-            print(backend_line())
-            return EXIT_OK
-        if args.command is None:
-            raise UsageError("choose a command, checkup or demo (see gradhealth --help)")
-        width = None if sys.stdout.isatty() else PIPE_WIDTH
-        console = Console(file=sys.stdout, highlight=False, width=width)
-        return args.func(args, console)
-    except SystemExit as e:  # --help and --version
+        with _captured_stderr(captured):
+            args = parser.parse_args(argv)
+            if args.backend_info:
+                print(backend_line())
+                return EXIT_OK
+            if args.command is None:
+                raise UsageError("choose a command, checkup or demo (see gradhealth --help)")
+            width = None if sys.stdout.isatty() else PIPE_WIDTH
+            console = Console(file=sys.stdout, highlight=False, width=width)
+            code = args.func(args, console)
+    except SystemExit as e:  # --help and --version (usage errors raise UsageError instead)
         return e.code if isinstance(e.code, int) else EXIT_OK
     except (UsageError, ValueError, TypeError, OSError) as e:
         # The library's ValueError/TypeError name the argument and the value: that sentence is
-        # the whole message a user needs, so no traceback.
+        # the whole message a user needs, so no traceback, and nothing else on stderr (warnings
+        # Keras printed while loading are dropped with the failed attempt).
         text = " ".join(str(e).split()) or type(e).__name__
         print(f"gradhealth: error: {text}", file=sys.stderr)
         return EXIT_USAGE
+    # Success: what libraries printed on stderr (e.g. Keras warnings) is passed on unchanged.
+    if captured.text:
+        sys.stderr.write(captured.text)
+    return code
+
+
+class _Captured:
+    """Text written to stderr while a command ran (Python writes, warnings and C-level writes)."""
+
+    text: str = ""
+
+
+@contextlib.contextmanager
+def _captured_stderr(into: _Captured) -> Iterator[None]:
+    """Hold back everything written to stderr, at the Python and file-descriptor level.
+
+    Keras and TensorFlow report some problems (an optimizer state that cannot be restored, an
+    absl log line) on stderr while a model loads. The CLI promises exactly one line on an input
+    error, so those lines are captured here and only passed on when the command succeeds.
+    """
+    buffer = io.StringIO()
+    sys.stderr.flush()
+    try:
+        saved_fd = os.dup(2)
+    except OSError:  # no file descriptor 2 (embedded interpreters): Python-level capture only
+        saved_fd = None
+    with tempfile.TemporaryFile(mode="w+b") as low:
+        if saved_fd is not None:
+            os.dup2(low.fileno(), 2)
+        try:
+            with warnings.catch_warnings(record=True) as caught, \
+                    contextlib.redirect_stderr(buffer):
+                warnings.simplefilter("always")
+                yield
+        finally:
+            sys.stderr.flush()
+            if saved_fd is not None:
+                os.dup2(saved_fd, 2)
+                os.close(saved_fd)
+            low.seek(0)
+            lines = [warnings.formatwarning(w.message, w.category, w.filename, w.lineno)
+                     for w in caught]
+            into.text = (low.read().decode("utf-8", "replace") + buffer.getvalue()
+                         + "".join(lines))
 
 
 def _load_npz(path: str, batch: int | None) -> tuple[np.ndarray, np.ndarray]:
@@ -210,14 +262,40 @@ def _load_npz(path: str, batch: int | None) -> tuple[np.ndarray, np.ndarray]:
     return x, y
 
 
+def _check_keras_file(file: Path, path: str) -> None:
+    """Raise a one-line :class:`UsageError` unless ``file`` looks like a whole ``.keras`` archive.
+
+    Keras itself reports a ``.keras`` file that is not a zip archive as "File not found", which
+    sends the user looking for the wrong problem.
+    """
+    invalid = f"{path} is not a valid Keras model file"
+    if not zipfile.is_zipfile(file):
+        raise UsageError(f"{invalid}: not a zip archive (corrupt or truncated?)")
+    try:
+        with zipfile.ZipFile(file) as archive:
+            names = set(archive.namelist())
+            broken = archive.testzip()
+    except (zipfile.BadZipFile, OSError, EOFError, ValueError) as e:
+        raise UsageError(f"{invalid}: {type(e).__name__}: {e}") from e
+    if "config.json" not in names:
+        raise UsageError(f"{invalid}: the archive has no config.json "
+                         f"(found: {', '.join(sorted(names)[:5]) or 'nothing'})")
+    if broken is not None:
+        raise UsageError(f"{invalid}: member {broken} is corrupt (truncated file?)")
+
+
 def _load_model(path: str) -> keras.Model:
     file = Path(path)
-    if not file.is_file():
+    if not file.exists():
         raise UsageError(f"model file not found: {path}")
+    if not file.is_file():
+        raise UsageError(f"model path {path} is a folder, not a .keras file")
+    if file.suffix.lower() == ".keras":
+        _check_keras_file(file, path)
     try:
         model = keras.saving.load_model(file)
-    # A user's file can fail to load in many ways (bad zip, unknown custom layer, h5py missing,
-    # version skew); each is one line for the user, so the boundary catches them all.
+    # A user's file can fail to load in many ways (unknown custom layer, h5py missing, version
+    # skew); each is one line for the user, so the boundary catches them all.
     except Exception as e:  # noqa: BLE001
         first = (str(e).splitlines() or [""])[0][:300]
         raise UsageError(f"could not load model {path} ({type(e).__name__}: {first})") from e

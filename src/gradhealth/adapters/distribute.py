@@ -24,11 +24,14 @@ Every function is a no-op (identity, plain ``ops.cond``) outside a multi-replica
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 from typing import Any
 
 import keras
 from keras import ops
+
+from gradhealth.adapters.keras_compat import optimizer_distribution_strategy
 
 if keras.backend.backend() == "tensorflow":
     import tensorflow as tf
@@ -36,7 +39,26 @@ else:  # the other backends never reach the tf.distribute branches below
     tf = None
 
 __all__ = ["all_reduce_sum", "cond_on_replicas", "hand_over", "replicas_in_sync",
-           "summed_across_replicas"]
+           "summed_across_replicas", "variable_scope_like"]
+
+
+def variable_scope_like(optimizer: keras.optimizers.Optimizer) -> contextlib.AbstractContextManager:
+    """A context in which new variables are placed like ``optimizer``'s own.
+
+    Under ``tf.distribute`` this is the scope of the strategy ``optimizer`` was created under
+    (mirrored variables, one copy per replica); elsewhere, and outside any strategy, it does
+    nothing.
+
+    Args:
+        optimizer: The optimizer whose placement to copy (a wrapper's inner optimizer).
+
+    Returns:
+        A context manager.
+    """
+    strategy = optimizer_distribution_strategy(optimizer)
+    if tf is None or strategy is None or strategy is tf.distribute.get_strategy():
+        return contextlib.nullcontext()
+    return strategy.scope()
 
 
 def replicas_in_sync() -> int:

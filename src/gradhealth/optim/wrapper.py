@@ -83,7 +83,10 @@ class GradientWrapperOptimizer(keras.optimizers.Optimizer):
 
     # -- Keras optimizer API --------------------------------------------------------------------
     def build(self, var_list: list[Any]) -> None:
-        self.build_own(list(var_list))
+        # One copy per replica under tf.distribute, as the inner optimizer's own variables:
+        # every replica computes the same values (from the summed gradient) into its copy.
+        with distribute.variable_scope_like(self.inner_optimizer):
+            self.build_own(list(var_list))
         if not self.inner_optimizer.built:
             self.inner_optimizer.build(var_list)
         super().build(var_list)

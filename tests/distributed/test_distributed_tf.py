@@ -12,11 +12,10 @@ import os
 import keras
 import numpy as np
 import pytest
+import tensorflow as tf
 
 import gradhealth as gh
 from gradhealth.optim import ClippingOptimizer
-
-import tensorflow as tf
 
 DEVICES = int(os.environ["GRADHEALTH_DEVICES"])
 

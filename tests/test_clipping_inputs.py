@@ -120,8 +120,8 @@ class CustomStep(keras.Model):
         self.hidden = keras.layers.Dense(8, activation="tanh")
         self.out = keras.layers.Dense(1)
 
-    def call(self, x):
-        return self.out(self.hidden(x))
+    def call(self, x, training=False):
+        return self.out(self.hidden(x, training=training), training=training)
 
     def train_step(self, *args, **kwargs):
         backend = keras.backend.backend()

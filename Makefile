@@ -7,7 +7,7 @@ export TF_CPP_MIN_LOG_LEVEL ?= 2
 export TF_ENABLE_ONEDNN_OPTS ?= 0
 export MPLBACKEND ?= Agg
 
-.PHONY: demo test lab lint test-tensorflow test-jax test-torch bench clean
+.PHONY: demo test lab lint test-tensorflow test-jax test-torch test-distributed bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -30,7 +30,7 @@ demo: $(VENV)/.demo-installed
 
 ## make test: lint, then the suite on TensorFlow (with the notebooks and the slow end-to-end
 ## tests), then again on JAX and torch without those (the notebooks are TensorFlow, the course backend)
-test: $(VENV)/.dev-installed lint test-tensorflow test-jax test-torch
+test: $(VENV)/.dev-installed lint test-tensorflow test-jax test-torch test-distributed
 
 lint: $(VENV)/.dev-installed
 	$(BIN)/ruff check src tests benchmarks
@@ -44,6 +44,13 @@ test-jax: $(VENV)/.dev-installed
 
 test-torch: $(VENV)/.dev-installed
 	KERAS_BACKEND=torch $(BIN)/python -m pytest -q -m "not notebook and not slow" tests
+
+## make test-distributed: multi-device engines (tf.distribute, keras.distribution) on two simulated
+## CPU devices, each backend in its own process (the device layout is fixed when a backend starts)
+test-distributed: $(VENV)/.dev-installed
+	GRADHEALTH_DEVICES=2 KERAS_BACKEND=tensorflow $(BIN)/python -m pytest -q tests/distributed
+	GRADHEALTH_DEVICES=2 XLA_FLAGS=--xla_force_host_platform_device_count=2 KERAS_BACKEND=jax \
+		$(BIN)/python -m pytest -q tests/distributed
 
 ## make lab: JupyterLab on the course kernel
 lab: $(VENV)/.demo-installed

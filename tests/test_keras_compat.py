@@ -27,7 +27,7 @@ class Block(keras.layers.Layer):
 def test_every_private_attribute_is_listed():
     assert set(keras_compat.PRIVATE_ATTRIBUTES) == {
         "Layer._flatten_layers", "Optimizer._variables", "Model._jax_state",
-        "Model._jax_state_synced"}
+        "Model._jax_state_synced", "TFOptimizer._distribution_strategy"}
 
 
 def test_layer_flatten_layers_exists_and_walks_custom_layers():
@@ -67,3 +67,17 @@ def test_jax_train_state_is_read_inside_fit_and_only_on_jax():
         assert [int(v) for v in seen] == [1, 2, 3, 4]
     else:
         assert seen == [None] * 4
+
+
+def test_optimizer_distribution_strategy_is_the_strategy_it_was_created_under():
+    strategy = keras_compat.optimizer_distribution_strategy(keras.optimizers.Adam())
+    if keras.backend.backend() == "tensorflow":
+        import tensorflow as tf
+
+        assert strategy is tf.distribute.get_strategy()  # the default strategy here
+        one_device = tf.distribute.OneDeviceStrategy("CPU:0")
+        with one_device.scope():
+            created_inside = keras.optimizers.Adam()
+        assert keras_compat.optimizer_distribution_strategy(created_inside) is one_device
+    else:
+        assert strategy is None

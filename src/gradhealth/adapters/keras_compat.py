@@ -14,14 +14,16 @@ from typing import Any
 import keras
 import numpy as np
 
-__all__ = ["PRIVATE_ATTRIBUTES", "jax_train_state_value", "optimizer_own_variables",
-           "walk_layers"]
+__all__ = ["PRIVATE_ATTRIBUTES", "jax_train_state_value", "optimizer_distribution_strategy",
+           "optimizer_own_variables", "walk_layers"]
 
 PRIVATE_ATTRIBUTES: dict[str, str] = {
     "Layer._flatten_layers": "walk nested layers of custom layers (no public recursive walk)",
     "Optimizer._variables": "an optimizer wrapper's own variables, apart from the inner ones",
     "Model._jax_state": "JAX fit's running train state (variables are written back per epoch)",
     "Model._jax_state_synced": "whether that state was written back to the variables",
+    "TFOptimizer._distribution_strategy": "the tf.distribute strategy an optimizer was created "
+                                          "under, to create a wrapper's variables alike",
 }
 """The private Keras attributes read here and why (checked by the tests)."""
 
@@ -57,6 +59,19 @@ def optimizer_own_variables(optimizer: keras.optimizers.Optimizer) -> list[Any]:
     by its inner optimizer's from ``variables``; only the private list holds its own alone.
     """
     return optimizer._variables
+
+
+def optimizer_distribution_strategy(optimizer: keras.optimizers.Optimizer) -> Any | None:
+    """The ``tf.distribute`` strategy ``optimizer`` was created under, or None.
+
+    Keras' TensorFlow optimizer records ``tf.distribute.get_strategy()`` at construction
+    (``TFOptimizer._distribution_strategy``) and creates its slot variables under it. A wrapper
+    created outside ``strategy.scope()`` (the monitor installs its wrapper inside ``fit``) must
+    create its own variables under the same strategy, so that each replica keeps its own copy
+    rather than every replica writing one shared variable. No public attribute names it; None
+    on the other backends (and if Keras drops the attribute).
+    """
+    return getattr(optimizer, "_distribution_strategy", None)
 
 
 def jax_train_state_value(model: Any, optimizer: Any, variable: Any) -> np.ndarray | None:

@@ -80,6 +80,7 @@ class MonitoringOptimizer(GradientWrapperOptimizer):
             self.counters.assign(np.zeros(N_COUNTERS, dtype="float32"))
 
     needs_finite = True
+    transparent = True  # checkpoints taken during fit hold the user's optimizer
 
     def transform(self, grads: list[Any], weights: list[Any], finite: Any = None) -> list[Any]:
         self.connected = [g is not None for g in grads]

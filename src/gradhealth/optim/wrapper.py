@@ -12,6 +12,7 @@ from typing import Any
 import keras
 from keras import ops
 
+from gradhealth.adapters import distribute
 from gradhealth.adapters.keras_compat import optimizer_own_variables
 
 __all__ = ["GradientWrapperOptimizer", "resolve_optimizer"]
@@ -58,6 +59,12 @@ class GradientWrapperOptimizer(keras.optimizers.Optimizer):
         self.inner_optimizer = optimizer
         self.skip_nonfinite = bool(skip_nonfinite)
 
+    #: When True the wrapper is invisible in saved models and checkpoints: ``save_own_variables``
+    #: and ``load_own_variables`` are the inner optimizer's. Set by wrappers that gradhealth
+    #: installs on a model for the length of a ``fit`` (the model's compile config still names
+    #: the user's optimizer, so its variables are what a checkpoint must hold).
+    transparent: bool = False
+
     # -- hooks ---------------------------------------------------------------------------------
     def build_own(self, var_list: list[Any]) -> None:
         """Create this wrapper's own variables (none by default)."""
@@ -76,7 +83,10 @@ class GradientWrapperOptimizer(keras.optimizers.Optimizer):
 
     # -- Keras optimizer API --------------------------------------------------------------------
     def build(self, var_list: list[Any]) -> None:
-        self.build_own(list(var_list))
+        # One copy per replica under tf.distribute, as the inner optimizer's own variables:
+        # every replica computes the same values (from the summed gradient) into its copy.
+        with distribute.variable_scope_like(self.inner_optimizer):
+            self.build_own(list(var_list))
         if not self.inner_optimizer.built:
             self.inner_optimizer.build(var_list)
         super().build(var_list)
@@ -102,23 +112,25 @@ class GradientWrapperOptimizer(keras.optimizers.Optimizer):
             self.built = True
         tvs = list(trainable_variables) if trainable_variables is not None else list(
             self._trainable_variables)
-        grads = list(grads)
+        # Under tf.distribute each replica holds its share: transform the summed gradient.
+        grads = distribute.all_reduce_sum(list(grads))
         any_finite = self.all_finite(grads) if (self._skips() or self.needs_finite) else None
         finite = any_finite if self._skips() else None
-        new_grads = self.transform(grads, [v.value for v in tvs], any_finite)
+        new_grads = distribute.hand_over(
+            self.transform(grads, [v.value for v in tvs], any_finite))
 
-        def update() -> None:
+        def update(new_grads: list[Any]) -> None:
             self.inner_optimizer.apply(new_grads, tvs)
 
         if finite is None:
-            update()
+            update(new_grads)
         elif keras.backend.backend() == "jax":
             # JAX trains through `stateless_apply`; a stateful `apply` runs eagerly, where a
             # lax.cond would trace `update` and leak tracers into the variables it assigns.
             if bool(finite):
-                update()
+                update(new_grads)
         else:
-            ops.cond(finite, update, lambda: None)
+            distribute.cond_on_replicas(finite, update, new_grads)
 
     def stateless_apply(self, optimizer_variables: list[Any], grads: list[Any],
                         trainable_variables: list[Any]) -> tuple[list[Any], list[Any]]:
@@ -151,6 +163,28 @@ class GradientWrapperOptimizer(keras.optimizers.Optimizer):
             new_t, new_inner = ops.cond(finite, update,
                                         lambda: (trainable_variables, inner_values))
         return list(new_t), own_values + list(new_inner)
+
+    # -- saving ----------------------------------------------------------------------------------
+    def save_own_variables(self, store: Any) -> None:
+        """Save this wrapper's state (the inner optimizer's alone when :attr:`transparent`)."""
+        if self.transparent:
+            self.inner_optimizer.save_own_variables(store)
+        else:
+            super().save_own_variables(store)
+
+    def load_own_variables(self, store: Any) -> None:
+        """Load what :meth:`save_own_variables` wrote (the inner optimizer's state when
+        :attr:`transparent`, so a checkpoint of the bare optimizer loads too)."""
+        if self.transparent:
+            self.inner_optimizer.load_own_variables(store)
+        else:
+            super().load_own_variables(store)
+
+    def __dir__(self) -> list[str]:
+        # Keras' saver walks `dir(optimizer)` for child objects to save; the inner optimizer's
+        # variables are already saved by `save_own_variables` (ours or, transparent, its own),
+        # so listing it again would store them twice under "optimizer/inner_optimizer".
+        return [name for name in super().__dir__() if name != "inner_optimizer"]
 
     @property
     def learning_rate(self) -> Any:

@@ -121,8 +121,17 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 
 def _cmd_edition(args: argparse.Namespace) -> int:
+    import nbformat  # lazy: the notebook extra is needed only to build the course
+
     out = Path(args.out)
     for path in _sources(Path(args.notebooks)):
+        target = out / path.name
+        if args.name == "student" and target.is_file() and not args.force and \
+                nbformat.writes(edition(_read(path), "student")) != target.read_text():
+            # a student's own work is never overwritten
+            print(f"{args.name:<10} {path.name:<48} kept: edited since it was written "
+                  "(--force replaces it)")
+            continue
         if args.name == "student":
             nb = edition(_read(path), "student")
             note = "answers removed"
@@ -282,6 +291,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--executed", default="build/notebooks",
                    help="reuse these executed notebooks when up to date (instructor)")
     p.add_argument("--execute", action="store_true", help="execute the student edition too")
+    p.add_argument("--force", action="store_true",
+                   help="replace student notebooks that were edited since they were written")
     p.add_argument("--html", action="store_true", help="also write HTML pages")
     p = sub.add_parser("slides", help="reveal.js decks for each timeline")
     common(p, "build/slides")

@@ -31,6 +31,8 @@ def _config(docs: Path, site: Path) -> dict:
     config["docs_dir"], config["site_dir"] = str(docs), str(site)
     python = config["plugins"][1]["mkdocstrings"]["handlers"]["python"]
     python["paths"] = [str(ROOT / p) for p in python["paths"]]
+    options = python["options"]
+    options["extensions"] = [str(ROOT / e) for e in options.get("extensions", [])]
     return config
 
 

@@ -177,6 +177,7 @@ async def _check_all(port: int, pages: list[Path], shots: Path | None) -> list[P
         await tools.send("Emulation.setDeviceMetricsOverride", width=width, height=height,
                          deviceScaleFactor=1, mobile=False)
         results = []
+        taken: set[str] = set()
         for page in pages:
             check = PageCheck(page=page)
             since = len(tools.events)
@@ -197,6 +198,9 @@ async def _check_all(port: int, pages: list[Path], shots: Path | None) -> list[P
             if shots is not None:
                 shot = await tools.send("Page.captureScreenshot", format="png")
                 name = page.name.removesuffix(".html") + ".png"
+                if name in taken:  # two index.html pages: name the second after its folder
+                    name = f"{page.parent.name}_{name}"
+                taken.add(name)
                 check.screenshot = atomic_write_bytes(shots / name, base64.b64decode(shot["data"]))
             results.append(check)
         return results

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import html
+import json
 import shutil
 import sys
 from pathlib import Path
@@ -33,7 +34,13 @@ from gradhealth.course.editions import (
     figure_problems,
     slides_edition,
 )
-from gradhealth.course.render import DEFAULT_VENDOR, unpack_vendor, write_html, write_slides
+from gradhealth.course.render import (
+    DEFAULT_VENDOR,
+    MATHJAX_SETUP,
+    unpack_vendor,
+    write_html,
+    write_slides,
+)
 from gradhealth.course.runner import NOTEBOOKS, execute, summaries
 
 __all__ = ["COMMANDS", "executed_notebook", "main", "stage_site"]
@@ -251,7 +258,14 @@ def stage_site(root: str | Path, executed: str | Path, slides: str | Path, out: 
     if Path(slides).is_dir():
         shutil.copytree(slides, out / "slides")
     if Path(vendor).is_dir():
-        shutil.copytree(vendor, out / "vendor", ignore=shutil.ignore_patterns("*.map"))
+        shutil.copytree(vendor, out / "vendor", ignore=shutil.ignore_patterns("*.map", "*.md"))
+    # MathJax for the notebook pages and the lecture notes ($...$ as in Jupyter), from vendor/
+    setup = dict(MATHJAX_SETUP, tex2jax={"inlineMath": [["$", "$"], ["\\(", "\\)"]],
+                                         "displayMath": [["$$", "$$"], ["\\[", "\\]"]],
+                                         "processEscapes": True},
+                 messageStyle="none")
+    atomic_write_text(out / "javascripts" / "mathjax-setup.js",
+                      f"window.MathJax = {json.dumps(setup)};\n")
     return out
 
 

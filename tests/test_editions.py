@@ -154,7 +154,7 @@ def executed_fixture(tmp_path_factory, monkeypatch_module):
     monkeypatch_module.setenv("MPLBACKEND", "Agg")
     out = {}
     for name in E.EDITIONS:
-        node = nbformat.from_dict(E.edition(_nb(), name))
+        node = nbformat.reads(json.dumps(E.edition(_nb(), name)), as_version=4)
         execute(node, FIXTURE.parent)
         out[name] = node
     return out

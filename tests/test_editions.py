@@ -214,6 +214,7 @@ def test_fixture_page_and_decks_render_in_chromium(executed_fixture, tmp_path):
         assert check.screenshot.stat().st_size > 5000
     page_check, deck_2h, deck_3h = checks
     assert page_check.slides == -1 and page_check.images == 2
+    assert len(page_check.figures) == 2 and all(f.stat().st_size > 2000 for f in page_check.figures)
     assert deck_2h.images == 1 and deck_3h.images == 2  # the optional figure is a 3-hour one
     assert 0 < deck_2h.slides < deck_3h.slides
     assert 'class="notes"' in decks[1].read_text()

@@ -27,6 +27,7 @@ __all__ = [
     "CHROMIUM_NAMES",
     "DECK_SETTLE_S",
     "LOAD_TIMEOUT_S",
+    "MAX_FIGURE_SHOTS",
     "SETTLE_S",
     "VIEWPORT",
     "PageCheck",
@@ -43,6 +44,8 @@ LOAD_TIMEOUT_S = 60.0
 SETTLE_S = 1.5
 #: Seconds a deck takes to show the slide it moved to (reveal.js's slide transition).
 DECK_SETTLE_S = 2.0
+#: At most this many figures of one page are saved as PNGs of their own.
+MAX_FIGURE_SHOTS = 20
 #: Screenshot size in CSS pixels: a laptop screen, the projector of a lecture hall.
 VIEWPORT: tuple[int, int] = (1280, 900)
 
@@ -59,7 +62,11 @@ _INSPECT = """(() => {
     const at = tops.findIndex(s => s.contains(first));
     if (at > 0) location.hash = '#/' + at;
   }
-  return {images: imgs.length, shown: shown.length, title: document.title,
+  const figures = deck ? [] : shown.filter(i => i.naturalWidth >= 100).map(i => {
+    const r = i.getBoundingClientRect();
+    return {x: r.left + window.scrollX, y: r.top + window.scrollY, width: r.width, height: r.height};
+  });
+  return {images: imgs.length, shown: shown.length, title: document.title, figures: figures,
           slides: deck ? document.querySelectorAll('.reveal .slides > section').length : -1,
           deck_ready: deck ? deck.classList.contains('ready') : null};
 })()"""
@@ -76,7 +83,8 @@ class PageCheck:
         shown: Those that loaded and decoded (natural width > 0).
         title: The page title.
         slides: Top-level reveal.js slides (-1 on a page that is not a deck).
-        screenshot: The PNG written, or None.
+        screenshot: The PNG written (the screen around the page's first figure), or None.
+        figures: One PNG per figure of a page (not of a deck), in page order.
     """
 
     page: Path
@@ -86,6 +94,7 @@ class PageCheck:
     title: str = ""
     slides: int = -1
     screenshot: Path | None = None
+    figures: list[Path] = field(default_factory=list)
 
 
 def find_chromium() -> str | None:
@@ -202,6 +211,16 @@ async def _check_all(port: int, pages: list[Path], shots: Path | None) -> list[P
                     name = f"{page.parent.name}_{name}"
                 taken.add(name)
                 check.screenshot = atomic_write_bytes(shots / name, base64.b64decode(shot["data"]))
+                # each figure of a page on its own, as a reader sees it
+                for k, box in enumerate(value.get("figures", [])[:MAX_FIGURE_SHOTS], start=1):
+                    if box["width"] < 1 or box["height"] < 1:
+                        continue
+                    clip = dict(box, scale=1)
+                    shot = await tools.send("Page.captureScreenshot", format="png", clip=clip,
+                                            captureBeyondViewport=True)
+                    check.figures.append(atomic_write_bytes(
+                        shots / f"{name.removesuffix('.png')}.figure-{k}.png",
+                        base64.b64decode(shot["data"])))
             results.append(check)
         return results
     finally:

@@ -209,7 +209,8 @@ def _cmd_pages(args: argparse.Namespace) -> int:
         bad += state != "ok    "
         print(f"{state} {check.page}  {check.shown}/{check.images} images"
               f"{'' if check.slides < 0 else f', {check.slides} slides'}"
-              f"{f' -> {check.screenshot}' if check.screenshot else ''}")
+              f"{f' -> {check.screenshot}' if check.screenshot else ''}"
+              f"{f' (+{len(check.figures)} figure PNGs)' if check.figures else ''}")
         for error in check.errors:
             print(f"       {error}")
     return 1 if bad else 0

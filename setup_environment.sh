@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Week 5: Gradient Problems in Deep Networks - one-step environment setup.
 #
-# Creates the course environment, installs gradhealth and the notebook packages, and registers
-# the Jupyter kernel "week5-gradients" (display name "Week 5: Gradients (Python 3.x)", x = the
-# environment's Python minor version). Safe to run again: it updates what exists.
+# Creates the course environment, installs gradhealth and the notebook packages, registers the
+# Jupyter kernel "week5-gradients" (display name "Week 5: Gradients (Python 3.x)", x = the
+# environment's Python minor version; figures always inline), and writes the student edition of
+# the notebooks to build/student/. Safe to run again: it updates what exists.
 #
 #   bash setup_environment.sh              micromamba/conda env if available, else .venv
 #   bash setup_environment.sh --venv       always use a virtual environment (.venv)
@@ -120,7 +121,15 @@ if [ "$dry_run" -eq 0 ] && ! "${py[@]}" -c 'import ipykernel' >/dev/null 2>&1; t
     echo "setup_environment.sh: ipykernel is not installed in the environment; run without --no-install" >&2
     exit 1
 fi
-run "${py[@]}" -m ipykernel install --user --name "$KERNEL_NAME" --display-name "$display_name"
+# MPLBACKEND in the kernel spec: a shell that exports MPLBACKEND=Agg (common on servers) would
+# otherwise hand it to the kernel, and no figure would show in the notebooks.
+run "${py[@]}" -m ipykernel install --user --name "$KERNEL_NAME" --display-name "$display_name" \
+    --env MPLBACKEND "module://matplotlib_inline.backend_inline"
+
+# The notebooks to work in: exercise answers and instructor cells removed (make student).
+if [ "$install" -eq 1 ]; then
+    run "${py[@]}" -m gradhealth.course edition student --out build/student
+fi
 
 if [ "$dry_run" -eq 0 ]; then
     echo "Checking the installation:"
@@ -136,6 +145,7 @@ Done. Jupyter kernel '$KERNEL_NAME' is registered as "$display_name".
 Next steps:
   1. $activate
   2. gradhealth demo                 # checkups of the three demo networks -> build/reports/
-  3. jupyter lab notebooks/          # pick the kernel "$display_name"
-Or from the repository root: make demo (reports + executed notebooks), make test.
+  3. jupyter lab build/student/      # your copy of the notebooks; kernel "$display_name"
+Or from the repository root: make demo (reports + executed notebooks with figures),
+make student / make instructor (editions), make slides, make docs (site), make test.
 EOF

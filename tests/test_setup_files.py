@@ -18,11 +18,14 @@ import sys
 from importlib import metadata
 from pathlib import Path
 
+import pytest
 import tomllib
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
 from gradhealth._internal.env import QUIET_ENV
+from gradhealth.course.editions import FIGURE, INSTRUCTOR, OPTIONAL, SOLUTION, SPEAKER_NOTES
+from gradhealth.course.runner import INLINE_BACKEND
 
 ROOT = Path(__file__).resolve().parents[1]
 ENV_NAME = "week5-gradients"
@@ -157,6 +160,10 @@ def test_dry_run_venv_path_names_the_kernel_after_the_running_python(tmp_path):
     words = shlex.split(kernel_line)  # the script prints each argument shell-quoted
     assert words[words.index("--name") + 1] == ENV_NAME
     assert words[words.index("--display-name") + 1] == _display_name(version)
+    # figures inline in a user's Jupyter even where the shell exports MPLBACKEND=Agg
+    assert words[words.index("--env") + 1:words.index("--env") + 3] == [
+        "MPLBACKEND", INLINE_BACKEND]
+    assert "-m gradhealth.course edition student --out build/student" in done.stdout
     assert sorted(p.name for p in tmp_path.iterdir()) == [
         "environment.yml", "requirements.txt", "setup_environment.sh"]  # nothing changed
 
@@ -190,7 +197,8 @@ def test_no_install_registers_the_kernel_for_this_environment(tmp_path):
 
 def test_setup_guide_covers_commands_kernel_and_troubleshooting():
     guide = (ROOT / "SETUP_GUIDE.md").read_text()
-    for needle in ("make demo", "make test", "setup_environment.sh", "environment.yml",
+    for needle in ("make demo", "make test", "make student", "make instructor", "make slides",
+                   "make docs", "build/student", "chromium", "setup_environment.sh", "environment.yml",
                    "requirements.txt", "PowerShell", "KERAS_BACKEND", "load_digits",
                    f"python -m ipykernel install --user --name {ENV_NAME}",
                    _display_name(_env_python()), "jupyter kernelspec list"):
@@ -206,3 +214,42 @@ def test_committed_notebooks_use_the_kernel_the_setup_registers():
         assert spec.get("name") == ENV_NAME, path.name
         assert spec.get("display_name") == _display_name(_env_python()), path.name
 
+
+
+def test_setup_guide_documents_every_cell_convention():
+    guide = (ROOT / "SETUP_GUIDE.md").read_text()
+    for tag in (SOLUTION, INSTRUCTOR, SPEAKER_NOTES, OPTIONAL, FIGURE):
+        assert f"| `{tag}` |" in guide, tag
+
+
+MAKE = shutil.which("make")
+
+
+@pytest.mark.parametrize("target", ["demo", "student", "instructor", "slides", "docs", "test"])
+def test_make_targets_set_themselves_up_on_a_fresh_clone(target, tmp_path):
+    """`make -n` in a copy with no .venv and no build/: every step from python3 onwards."""
+    assert MAKE is not None, "make is not installed"
+    for name in ("Makefile", "pyproject.toml"):
+        shutil.copy(ROOT / name, tmp_path / name)
+    (tmp_path / "src" / "gradhealth" / "course").mkdir(parents=True)
+    shutil.copy(ROOT / "src/gradhealth/course/render.py", tmp_path / "src/gradhealth/course")
+    done = subprocess.run([MAKE, "-n", target, "PYTHON=python3"], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    steps = done.stdout
+    assert "python3 -m venv .venv" in steps
+    assert "pip --disable-pip-version-check -q install -e" in steps
+    assert "MPLBACKEND" not in steps.replace("--env MPLBACKEND", "")
+    expected = {
+        "demo": ["gradhealth demo --out build/reports", "gradhealth.course run --out build/notebooks",
+                 "gradhealth.course pages build/notebooks/*.html", "apt-get install -y -q chromium"],
+        "student": ["gradhealth.course edition student --out build/student"],
+        "instructor": ["gradhealth.course run --out build/notebooks",
+                       "gradhealth.course edition instructor --out build/instructor"],
+        "slides": ["download --no-deps -d build/wheels", "gradhealth.course vendor",
+                   "gradhealth.course slides --out build/slides"],
+        "docs": [".[notebooks,docs]", "gradhealth.course site-src", "mkdocs build --strict"],
+        "test": [".[dev,notebooks,docs]", "ruff check", "lint-imports", "KERAS_BACKEND=jax"],
+    }[target]
+    for step in expected:
+        assert step in steps, f"make {target} does not run {step!r}:\n{steps}"

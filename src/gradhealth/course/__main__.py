@@ -1,5 +1,5 @@
-"""``python -m gradhealth.course``: execute the course notebooks into a folder."""
+"""``python -m gradhealth.course``: the course's build steps (see :mod:`gradhealth.course.build`)."""
 
-from gradhealth.course.runner import main
+from gradhealth.course.build import main
 
 raise SystemExit(main())

@@ -2,19 +2,35 @@
 
 Notebooks record the numbers they claim with :func:`summary`; :func:`run_notebook` returns them,
 so a test can check that two runs give the same numbers.
+
+Figures: a kernel started here always draws with the inline backend
+(:data:`INLINE_BACKEND`), whatever ``MPLBACKEND`` the calling shell exports, so every
+``plt.show()`` and every figure left at the end of a cell becomes an image output of the
+executed notebook (and of its HTML page, slides and site page).
 """
 
 from __future__ import annotations
 
-import argparse
 import json
+import os
 import time
 from pathlib import Path
 from typing import Any
 
 from gradhealth._internal.io import atomic_write_text
+from gradhealth.course.render import write_html
 
-__all__ = ["KERNEL_NAME", "NOTEBOOKS", "SUMMARY_MARKER", "main", "run_notebook", "summary"]
+__all__ = [
+    "INLINE_BACKEND",
+    "KERNEL_NAME",
+    "NOTEBOOKS",
+    "SUMMARY_MARKER",
+    "execute",
+    "kernel_env",
+    "run_notebook",
+    "summaries",
+    "summary",
+]
 
 SUMMARY_MARKER = "GRADHEALTH_SUMMARY "
 NOTEBOOKS: tuple[str, ...] = (
@@ -26,6 +42,10 @@ NOTEBOOKS: tuple[str, ...] = (
     "6_gradient_solutions_summary.ipynb",
 )
 KERNEL_NAME = "week5-gradients"
+#: matplotlib backend of every kernel started here. ipykernel selects it by itself only when
+#: ``MPLBACKEND`` is unset; a batch shell often exports ``MPLBACKEND=Agg`` (no display), which
+#: a kernel would inherit and then keep every figure to itself.
+INLINE_BACKEND = "module://matplotlib_inline.backend_inline"
 
 
 def summary(values: dict[str, Any]) -> dict[str, Any]:
@@ -37,9 +57,54 @@ def summary(values: dict[str, Any]) -> dict[str, Any]:
 
     Returns:
         ``values`` unchanged.
+
+    Example:
+        >>> summary({"decay_decades": 18})  # doctest: +SKIP
+        GRADHEALTH_SUMMARY {"decay_decades": 18}
     """
     print(SUMMARY_MARKER + json.dumps(values, sort_keys=True, default=float))
     return values
+
+
+def kernel_env(base: dict[str, str] | None = None) -> dict[str, str]:
+    """The environment of a kernel started to execute a notebook.
+
+    Args:
+        base: Environment to start from (default: this process's ``os.environ``).
+
+    Returns:
+        A copy of ``base`` with ``MPLBACKEND`` set to :data:`INLINE_BACKEND`.
+    """
+    env = dict(os.environ if base is None else base)
+    env["MPLBACKEND"] = INLINE_BACKEND
+    return env
+
+
+def execute(nb: Any, cwd: str | Path, timeout: int = 300, kernel_name: str = "python3") -> float:
+    """Execute a notebook in place in a fresh kernel whose figures render inline.
+
+    Args:
+        nb: An ``nbformat`` notebook node; its cells receive their outputs.
+        cwd: Working folder of the kernel (the notebook's own folder, so relative paths work).
+        timeout: Per-cell timeout in seconds.
+        kernel_name: Jupyter kernel to run; ``python3`` is the interpreter running this code.
+
+    Returns:
+        The wall time of the run in seconds.
+
+    Raises:
+        nbclient.exceptions.CellExecutionError: A cell failed (the error names the cell).
+    """
+    from nbclient import NotebookClient  # lazy: the notebook extra is needed only to run notebooks
+
+    # The kernel logs a warning that its local loopback TCP channel is unencrypted on every
+    # start; only its errors are worth showing in a batch run.
+    client = NotebookClient(nb, timeout=timeout, kernel_name=kernel_name,
+                            extra_arguments=["--IPKernelApp.log_level=ERROR"],
+                            resources={"metadata": {"path": str(cwd)}})
+    start = time.perf_counter()
+    client.execute(env=kernel_env())
+    return time.perf_counter() - start
 
 
 def run_notebook(path: str | Path, out_dir: str | Path | None = None, timeout: int = 300,
@@ -52,7 +117,8 @@ def run_notebook(path: str | Path, out_dir: str | Path | None = None, timeout: i
             is written when None.
         timeout: Per-cell timeout in seconds.
         kernel_name: Jupyter kernel to run; ``python3`` is the interpreter running this code.
-        html: Also export an HTML page of the executed notebook.
+        html: Also export an HTML page of the executed notebook (scripts from the vendored
+            copies in ``build/vendor`` when ``make vendor`` put them there, else from a CDN).
 
     Returns:
         The merged :func:`summary` records of the run and the wall time in seconds.
@@ -61,67 +127,34 @@ def run_notebook(path: str | Path, out_dir: str | Path | None = None, timeout: i
         nbclient.exceptions.CellExecutionError: A cell failed (the error names the cell).
     """
     import nbformat  # lazy: the notebook extra is needed only to run notebooks
-    from nbclient import NotebookClient  # lazy: as nbformat
 
     path = Path(path)
     nb = nbformat.read(path, as_version=4)
-    # The kernel logs a warning that its local loopback TCP channel is unencrypted on every
-    # start; only its errors are worth showing in a batch run.
-    client = NotebookClient(nb, timeout=timeout, kernel_name=kernel_name,
-                            extra_arguments=["--IPKernelApp.log_level=ERROR"],
-                            resources={"metadata": {"path": str(path.parent)}})
-    start = time.perf_counter()
-    client.execute()
-    seconds = time.perf_counter() - start
+    seconds = execute(nb, path.parent, timeout=timeout, kernel_name=kernel_name)
     if out_dir is not None:
         out = Path(out_dir)
         atomic_write_text(out / path.name, nbformat.writes(nb))
         if html:
-            from nbconvert import HTMLExporter  # lazy: as nbformat above
-
-            body, _ = HTMLExporter().from_notebook_node(nb)
-            atomic_write_text(out / path.with_suffix(".html").name, body)
-    return _summaries(nb), seconds
+            write_html(nb, out / path.with_suffix(".html").name)
+    return summaries(nb), seconds
 
 
-def _summaries(nb: Any) -> dict[str, Any]:
+def summaries(nb: Any) -> dict[str, Any]:
+    """The merged :func:`summary` records printed by an executed notebook.
+
+    Args:
+        nb: An executed notebook (``nbformat`` node or the parsed JSON dict).
+
+    Returns:
+        Every recorded key and value; a later record of the same key wins.
+    """
     found: dict[str, Any] = {}
-    for cell in nb.cells:
+    for cell in nb["cells"]:
         for output in cell.get("outputs", []):
             text = output.get("text", "") if output.get("output_type") == "stream" else ""
+            if isinstance(text, list):
+                text = "".join(text)
             for line in text.splitlines():
                 if line.startswith(SUMMARY_MARKER):
                     found.update(json.loads(line[len(SUMMARY_MARKER):]))
     return found
-
-
-def main(argv: list[str] | None = None) -> int:
-    """Execute the course notebooks into a folder (``python -m gradhealth.course``).
-
-    Writes each executed ``.ipynb`` and its ``.html`` to ``--out`` (default
-    ``build/notebooks``) and prints one line per notebook with its run time.
-    Returns 0 when every notebook ran, 1 otherwise.
-    """
-    parser = argparse.ArgumentParser(prog="python -m gradhealth.course", description=main.__doc__)
-    parser.add_argument("--notebooks", default="notebooks", help="folder with the .ipynb files")
-    parser.add_argument("--out", default="build/notebooks", help="output folder")
-    parser.add_argument("--kernel", default="python3", help="Jupyter kernel name")
-    args = parser.parse_args(argv)
-    folder = Path(args.notebooks)
-    paths = [folder / name for name in NOTEBOOKS if (folder / name).exists()]
-    if not paths:
-        print(f"no course notebooks found in {folder}")
-        return 1
-    failed = 0
-    total = 0.0
-    for path in paths:
-        try:
-            _, seconds = run_notebook(path, out_dir=args.out, kernel_name=args.kernel, html=True)
-        except Exception as e:  # noqa: BLE001 - report every notebook, then fail
-            failed += 1
-            print(f"FAILED {path.name}: {type(e).__name__}: {str(e).splitlines()[-1][:200]}")
-            continue
-        total += seconds
-        print(f"ok     {path.name:<48} {seconds:6.1f} s")
-    print(f"{len(paths) - failed}/{len(paths)} notebooks executed in {total:.1f} s -> {args.out}")
-    return 1 if failed else 0

@@ -155,7 +155,7 @@ def test_unanswered_is_reported_as_such(checks, empty):
     for name, (check, _) in checks.items():
         fb = check(empty)
         assert not fb.correct and not fb.answered, name
-        assert NOT_ANSWERED in fb.message and "Not answered yet" in str(fb), name
+        assert NOT_ANSWERED in fb.message and "not answered yet" in str(fb), name
 
 
 def test_right_answers_pass_in_every_accepted_form(checks):

@@ -49,7 +49,7 @@ class Feedback:
 
     def __str__(self) -> str:
         if not self.answered:
-            mark = "⏳ Not answered yet"
+            mark = "⏳"  # the message itself starts with "not answered yet"
         else:
             mark = "✅ Correct" if self.correct else "❌ Not yet"
         head = f"{mark} ({self.exercise})" if self.exercise else mark

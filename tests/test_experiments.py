@@ -11,6 +11,7 @@ import pytest
 
 from gradhealth.course import experiments as E
 from gradhealth.course.clipping import compare_clipping
+from gradhealth.course.plots import init_plots
 from gradhealth.course.plots.init_plots import layer_activations
 from gradhealth.init.propagation import variance_propagation
 from gradhealth.models import deep_mlp
@@ -141,3 +142,18 @@ def test_layer_activations_follow_the_variance_rule():
         layer_activations(0, 1.0)
     with pytest.raises(ValueError, match="weight_scale"):
         layer_activations(3, float("nan"))
+
+
+def test_depth_scale_explorer_falls_back_to_none_without_a_live_session(monkeypatch):
+    """Executed/exported notebooks have no widget front-end: the explorer returns None there (the
+    notebook then draws the static figure); with widgets forced on it is a slider widget."""
+    monkeypatch.delenv("JPY_SESSION_NAME", raising=False)
+    monkeypatch.delenv(init_plots.WIDGETS_ENV, raising=False)
+    assert init_plots.depth_scale_explorer() is None
+    monkeypatch.setenv(init_plots.WIDGETS_ENV, "0")
+    monkeypatch.setenv("JPY_SESSION_NAME", "live.ipynb")
+    assert init_plots.depth_scale_explorer() is None
+    monkeypatch.setenv(init_plots.WIDGETS_ENV, "1")
+    widget = init_plots.depth_scale_explorer(depth=7)
+    assert [c.description for c in widget.children[:3]] == ["depth", "W scale", "activation"]
+    assert widget.children[0].value == 7

@@ -244,7 +244,12 @@ def plot_signal_through_depth(depth: int = 20, weight_scale: float = 1.0, activa
 
 
 def widgets_available() -> bool:
-    """Whether the interactive slider can be shown here (see :data:`WIDGETS_ENV`)."""
+    """Whether the interactive slider can be shown here.
+
+    Returns:
+        True when :data:`WIDGETS_ENV` asks for widgets (or, unset, a live Jupyter session is
+        detected) and ``ipywidgets`` is installed; False otherwise.
+    """
     choice = os.environ.get(WIDGETS_ENV)
     if choice is not None:
         wanted = choice.strip() not in ("", "0", "false", "no")

@@ -28,5 +28,8 @@ def test_agc_limit_check_uses_eps_for_small_weights():
 def test_warning_lead_check():
     assert explosion.check_warning_lead(3, first_alert_step=4, nan_step=7)
     assert not explosion.check_warning_lead(7, first_alert_step=4, nan_step=7)
-    assert not explosion.check_warning_lead(3.0, first_alert_step=4, nan_step=7)
+    assert explosion.check_warning_lead(3.0, first_alert_step=4, nan_step=7)   # a whole float
+    assert explosion.check_warning_lead("3", first_alert_step=4, nan_step=7)   # numeric text
+    assert not explosion.check_warning_lead(3.5, first_alert_step=4, nan_step=7)
+    assert not explosion.check_warning_lead(None, first_alert_step=4, nan_step=7).answered
     assert "step 4" in str(explosion.check_warning_lead(3, 4, 7))

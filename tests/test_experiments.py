@@ -4,12 +4,17 @@ from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
 
+import keras
 import numpy as np
 import pandas as pd
 import pytest
 
 from gradhealth.course import experiments as E
+from gradhealth.course.clipping import compare_clipping
+from gradhealth.course.plots import init_plots
+from gradhealth.course.plots.init_plots import layer_activations
 from gradhealth.init.propagation import variance_propagation
+from gradhealth.models import deep_mlp
 
 SMALL = dict(activations=["tanh", "relu"], initializers=["glorot_uniform", "he_normal"],
              depths=[2, 5], seeds=[0, 1], width=16, progress=False)
@@ -105,3 +110,50 @@ def test_bad_input():
         E.grid(["relu"], ["he_normal"], depths=[0], progress=False)
     with pytest.raises(TypeError, match="executor"):
         E.grid(["relu"], ["he_normal"], depths=[2], executor="pool", progress=False)
+
+
+def test_compare_clipping_loss_after_is_the_trained_weights_loss():
+    """With a zero learning rate the weights never move, so ``loss_after`` must equal the MSE of
+    the freshly built network, computed here in float64 NumPy; the baseline comparison of
+    notebook 3 rests on this column."""
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(64, 8)).astype("float32")
+    y = rng.normal(size=(64, 1)).astype("float32")
+
+    def build():
+        return deep_mlp(2, width=8, input_dim=8, num_classes=1, activation="tanh", seed=0)
+
+    table, norms = compare_clipping(build, x, y, lambda: keras.optimizers.SGD(0.0), "mse",
+                                    {"none": None, "global_norm": {"method": "global_norm",
+                                                                   "max_norm": 1.0}},
+                                    batch_size=32)
+    pred = keras.ops.convert_to_numpy(build()(x)).astype(np.float64)
+    expected = float(np.mean((pred - y.astype(np.float64)) ** 2))
+    assert table["loss_after"].to_numpy() == pytest.approx([expected, expected], rel=1e-5)
+    assert table["steps_to_nan"].isna().all() and list(norms.columns) == ["none", "global_norm"]
+
+
+def test_layer_activations_follow_the_variance_rule():
+    """Linear layers with W ~ N(0, scale^2 / width) multiply the variance by scale^2 per layer."""
+    acts = layer_activations(6, 0.8, "linear", width=256, batch=2000, seed=0)
+    ratios = [acts[k + 1].var() / acts[k].var() for k in range(5)]
+    assert np.allclose(ratios, 0.64, rtol=0.1)
+    with pytest.raises(ValueError, match="depth"):
+        layer_activations(0, 1.0)
+    with pytest.raises(ValueError, match="weight_scale"):
+        layer_activations(3, float("nan"))
+
+
+def test_depth_scale_explorer_falls_back_to_none_without_a_live_session(monkeypatch):
+    """Executed/exported notebooks have no widget front-end: the explorer returns None there (the
+    notebook then draws the static figure); with widgets forced on it is a slider widget."""
+    monkeypatch.delenv("JPY_SESSION_NAME", raising=False)
+    monkeypatch.delenv(init_plots.WIDGETS_ENV, raising=False)
+    assert init_plots.depth_scale_explorer() is None
+    monkeypatch.setenv(init_plots.WIDGETS_ENV, "0")
+    monkeypatch.setenv("JPY_SESSION_NAME", "live.ipynb")
+    assert init_plots.depth_scale_explorer() is None
+    monkeypatch.setenv(init_plots.WIDGETS_ENV, "1")
+    widget = init_plots.depth_scale_explorer(depth=7)
+    assert [c.description for c in widget.children[:3]] == ["depth", "W scale", "activation"]
+    assert widget.children[0].value == 7

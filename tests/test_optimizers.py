@@ -16,8 +16,10 @@ from gradhealth.core.stats import combine_norms, robust_norm
 from gradhealth.course.optimizers import (
     CURVE_COLUMNS,
     DEFAULT_LEARNING_RATES,
+    HARD_NETWORK,
     OPTIMIZER_NAMES,
     compare_optimizers,
+    hard_network,
     make_optimizer,
     steps_to_target,
 )
@@ -170,3 +172,12 @@ def test_argument_errors(kwargs, match):
 
 def test_all_default_names_are_known():
     assert set(OPTIMIZER_NAMES) == set(DEFAULT_LEARNING_RATES)
+
+
+def test_hard_network_is_named_after_its_activation():
+    """Issue 11: the ReLU network was titled "hard_sigmoid_mlp"; its name now says what it is."""
+    model = hard_network(seed=0)
+    activations = {getattr(layer, "activation", None).__name__ for layer in model.layers
+                   if getattr(layer, "activation", None) is not None} - {"linear"}
+    assert activations == {HARD_NETWORK["activation"]}
+    assert HARD_NETWORK["activation"] in model.name and "sigmoid" not in model.name

@@ -41,7 +41,9 @@ def compare_clipping(build_model: Callable[[], keras.Model], x: Any, y: Any,
 
     Returns:
         ``(table, norms)``: a DataFrame with one row per run -- ``method``, ``final_loss``
-        (last finite-or-not training loss), ``steps_to_nan`` (first step whose loss or
+        (Keras' training loss of the last step: the running mean over the epoch),
+        ``loss_after`` (the loss of the trained weights on all of ``x, y``; NaN when they are
+        not finite), ``steps_to_nan`` (first step whose loss or
         gradients are not finite; None if none), ``max_grad_norm`` (largest finite pre-clip
         global gradient norm) -- and a DataFrame of the pre-clip global norm per step
         (rows: steps, columns: runs).
@@ -64,9 +66,26 @@ def compare_clipping(build_model: Callable[[], keras.Model], x: Any, y: Any,
             nonfinite=("nonfinite_count", "sum"))
         bad = per_step.index[~np.isfinite(per_step["loss"]) | (per_step["nonfinite"] > 0)]
         finite_norms = per_step["global_norm"][np.isfinite(per_step["global_norm"])]
+        after = _evaluate(model, x, y, loss)
         rows.append({"method": name, "final_loss": float(per_step["loss"].iloc[-1]),
+                     "loss_after": after,
                      "steps_to_nan": int(bad.min()) if len(bad) else None,
                      "max_grad_norm": float(finite_norms.max()) if len(finite_norms) else
                      float("nan")})
         norms[name] = per_step["global_norm"]
     return pd.DataFrame(rows), pd.DataFrame(norms)
+
+
+def _evaluate(model: keras.Model, x: Any, y: Any, loss: Any) -> float:
+    """The trained model's loss on ``x, y`` (NaN when its weights or outputs are not finite).
+
+    One eager forward pass: ``model.evaluate`` would trace a test function per run.
+    """
+    if not all(np.isfinite(w).all() for w in model.get_weights()):
+        return float("nan")
+    loss_fn = keras.losses.get(loss) if isinstance(loss, str) else loss
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        values = keras.ops.convert_to_numpy(loss_fn(keras.ops.convert_to_tensor(y),
+                                                    model(x, training=False)))
+        return float(np.mean(values))

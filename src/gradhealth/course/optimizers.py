@@ -301,7 +301,7 @@ def hard_network(seed: int = 0, input_dim: int = 64, num_classes: int = 10) -> k
     """
 
     return deep_mlp(input_dim=input_dim, num_classes=num_classes, seed=seed,
-                    name="hard_sigmoid_mlp", **HARD_NETWORK)
+                    name=f"glorot_{HARD_NETWORK['activation']}_mlp", **HARD_NETWORK)
 
 
 def _hidden_layer_names(model: keras.Model) -> list[str]:

@@ -17,13 +17,20 @@ References:
 
 from __future__ import annotations
 
-import numbers
 from typing import Any
 
 import numpy as np
 
 from gradhealth.core.clipping import adaptive_clip, clip_by_global_norm
-from gradhealth.course.exercises._feedback import Feedback, check_close
+from gradhealth.course.exercises._feedback import (
+    Feedback,
+    as_number,
+    as_whole_number,
+    check_close,
+    is_unanswered,
+    not_answered,
+    show,
+)
 
 __all__ = ["GLOBAL_CLIP_GRADS", "GLOBAL_CLIP_MAX_NORM", "NUMERIC_TOLERANCE", "check_agc_limit",
            "check_global_clip", "check_warning_lead"]
@@ -55,11 +62,17 @@ def check_agc_limit(answer: Any, weight_norm: float = 0.5, clip_factor: float = 
                     eps: float = 1e-3) -> Feedback:
     """Exercise 2: the largest gradient norm AGC lets through for a unit whose weights have
     norm ``weight_norm``."""
-    w = np.asarray([[float(weight_norm)]])
+    name = "AGC limit"
+    limits = [as_number(v) for v in (weight_norm, clip_factor, eps)]
+    if any(v is None for v in limits) or limits[0] < 0 or limits[1] <= 0 or limits[2] <= 0:
+        return Feedback(False, "weight_norm must be >= 0, clip_factor and eps > 0; got "
+                        f"{show(weight_norm)}, {show(clip_factor)}, {show(eps)}.", name)
+    weight_norm, clip_factor, eps = (float(v) for v in limits)  # type: ignore[arg-type]
+    w = np.asarray([[weight_norm]])
     huge = np.asarray([[1e6]])
     expected = float(np.abs(adaptive_clip([huge], [w], clip_factor, eps)[0]).item())
     return check_close(
-        "AGC limit", answer, expected, NUMERIC_TOLERANCE,
+        name, answer, expected, NUMERIC_TOLERANCE,
         why=(f"AGC caps ||G_i|| at clip_factor x max(||W_i||, eps) = {clip_factor:g} x "
              f"max({weight_norm:g}, {eps:g}) = {expected:g}."),
         hint="Multiply clip_factor by the unit's weight norm (or eps if the weights are smaller).")
@@ -67,12 +80,19 @@ def check_agc_limit(answer: Any, weight_norm: float = 0.5, clip_factor: float = 
 
 def check_warning_lead(answer: Any, first_alert_step: int, nan_step: int) -> Feedback:
     """Exercise 3: how many steps before the gradients became NaN did the first alert fire?"""
-    expected = int(nan_step) - int(first_alert_step)
     name = "early-warning lead"
-    if isinstance(answer, bool) or not isinstance(answer, numbers.Integral):
-        return Feedback(False, f"expected a whole number of steps, got {answer!r}.", name)
-    if int(answer) == expected:
+    first, nan = as_whole_number(first_alert_step), as_whole_number(nan_step)
+    if first is None or nan is None:
+        return Feedback(False, "first_alert_step and nan_step must be step numbers; got "
+                        f"{show(first_alert_step)} and {show(nan_step)}.", name)
+    expected = nan - first
+    if is_unanswered(answer):
+        return not_answered(name)
+    lead = as_whole_number(answer)
+    if lead is None:
+        return Feedback(False, f"expected a whole number of steps, got {show(answer)}.", name)
+    if lead == expected:
         return Feedback(True, f"{expected} steps: the first alert came at step {first_alert_step} "
                               f"and the gradients became NaN at step {nan_step}.", name)
-    return Feedback(False, f"{answer} is not right. Subtract the step of the first alert in "
+    return Feedback(False, f"{lead} is not right. Hint: subtract the step of the first alert in "
                            "monitor.alerts from the first step with NaN gradients.", name)

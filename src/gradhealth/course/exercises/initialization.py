@@ -19,7 +19,15 @@ import math
 from typing import Any
 
 from gradhealth.core.knowledge import matched_initializer
-from gradhealth.course.exercises._feedback import Feedback, check_close
+from gradhealth.course.exercises._feedback import (
+    Feedback,
+    as_name,
+    as_number,
+    check_close,
+    is_unanswered,
+    not_answered,
+    show,
+)
 from gradhealth.init.activations import resolve_name
 
 __all__ = ["NUMERIC_TOLERANCE", "check_glorot_variance", "check_he_std", "check_lsuv_scale",
@@ -37,33 +45,51 @@ _FAMILIES: dict[str, str] = {
 }
 
 
+def _positive(value: Any) -> float | None:
+    number = as_number(value)
+    return number if number is not None and number > 0 else None
+
+
 def check_he_std(fan_in: int, answer: Any) -> Feedback:
     """Standard deviation of He-normal weights for a layer with ``fan_in`` inputs."""
-    expected = math.sqrt(2.0 / fan_in)
+    exercise = f"He normal std, fan_in={show(fan_in)}"
+    n = _positive(fan_in)
+    if n is None:
+        return Feedback(False, f"fan_in must be a positive number; got {show(fan_in)}.", exercise)
+    expected = math.sqrt(2.0 / n)
     return check_close(
-        f"He normal std, fan_in={fan_in}", answer, expected, NUMERIC_TOLERANCE,
+        exercise, answer, expected, NUMERIC_TOLERANCE,
         why="Var(W) = 2 / fan_in: ReLU zeroes half of its input, so the weights must double the "
             "variance to keep it constant (He et al. 2015).",
-        hint="Start from Var(W) = 2 / fan_in and take the square root.",
+        hint="Start from He's variance rule and remember the question asks for a standard "
+             "deviation.",
     )
 
 
 def check_glorot_variance(fan_in: int, fan_out: int, answer: Any) -> Feedback:
     """Variance of Glorot (Xavier) weights for a ``fan_in x fan_out`` kernel."""
-    expected = 2.0 / (fan_in + fan_out)
+    exercise = f"Glorot variance, {show(fan_in)}x{show(fan_out)}"
+    n_in, n_out = _positive(fan_in), _positive(fan_out)
+    if n_in is None or n_out is None:
+        return Feedback(False, "fan_in and fan_out must be positive numbers.", exercise)
+    expected = 2.0 / (n_in + n_out)
     return check_close(
-        f"Glorot variance, {fan_in}x{fan_out}", answer, expected, NUMERIC_TOLERANCE,
+        exercise, answer, expected, NUMERIC_TOLERANCE,
         why="Var(W) = 2 / (fan_in + fan_out): the compromise between keeping the forward "
             "variance (1/fan_in) and the backward variance (1/fan_out) (Glorot & Bengio 2010).",
-        hint="Average the forward and backward conditions: 1/Var(W) = (fan_in + fan_out) / 2.",
+        hint="Glorot averages the forward condition (fan_in) and the backward one (fan_out).",
     )
 
 
 def check_lsuv_scale(variance: float, answer: Any, target_var: float = 1.0) -> Feedback:
     """The factor LSUV multiplies a kernel by when its layer's output variance is ``variance``."""
-    expected = math.sqrt(target_var / variance)
+    exercise = f"LSUV scale for variance {show(variance)}"
+    measured, target = _positive(variance), _positive(target_var)
+    if measured is None or target is None:
+        return Feedback(False, "variance and target_var must be positive numbers.", exercise)
+    expected = math.sqrt(target / measured)
     return check_close(
-        f"LSUV scale for variance {variance:g}", answer, expected, NUMERIC_TOLERANCE,
+        exercise, answer, expected, NUMERIC_TOLERANCE,
         why="Scaling the kernel by s scales the output by s and its variance by s^2, so "
             "s = sqrt(target / variance) (Mishkin & Matas 2016).",
         hint="Variance scales with the square of the kernel scale.",
@@ -72,16 +98,18 @@ def check_lsuv_scale(variance: float, answer: Any, target_var: float = 1.0) -> F
 
 def check_pairing(activation: str, answer: Any) -> Feedback:
     """Which initializer family pairs with ``activation`` (uniform/normal variants accepted)."""
-
-    exercise = f"initializer for {activation}"
+    exercise = f"initializer for {show(activation)}"
     try:
-        expected = matched_initializer(resolve_name(activation))
+        expected = matched_initializer(resolve_name(as_name(activation) or ""))
     except ValueError as e:
         return Feedback(False, str(e), exercise)
-    family = _FAMILIES.get(str(answer).lower().strip())
+    if is_unanswered(answer):
+        return not_answered(exercise)
+    chosen = as_name(answer)
+    family = _FAMILIES.get(chosen or "")
     if family is None:
-        return Feedback(False, f"{answer!r} is not one of {sorted(_FAMILIES)}.", exercise)
+        return Feedback(False, f"{show(answer)} is not one of {sorted(_FAMILIES)}.", exercise)
     if family == _FAMILIES[expected]:
-        return Feedback(True, f"{answer} — {activation} pairs with {expected}.", exercise)
-    return Feedback(False, f"{answer} is not the pairing for {activation}. Is it "
+        return Feedback(True, f"{chosen} — {activation} pairs with {expected}.", exercise)
+    return Feedback(False, f"{chosen} is not the pairing for {activation}. Is it "
                            "rectifier-like, self-normalizing or symmetric?", exercise)

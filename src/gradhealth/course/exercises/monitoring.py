@@ -19,13 +19,20 @@ References:
 from __future__ import annotations
 
 import math
-import numbers
 from typing import Any
 
 import pandas as pd
 
 from gradhealth.core.thresholds import Thresholds
-from gradhealth.course.exercises._feedback import Feedback, as_number, check_close
+from gradhealth.course.exercises._feedback import (
+    Feedback,
+    as_number,
+    as_whole_number,
+    check_close,
+    is_unanswered,
+    not_answered,
+    show,
+)
 from gradhealth.diagnosis import diagnose
 
 __all__ = ["CREDIT_TOLERANCE", "READ_TOLERANCE", "check_grad_to_weight", "check_layer_credit",
@@ -51,10 +58,10 @@ def _row(report: Any, layer: Any, name: str) -> tuple[pd.Series | None, Feedback
     if layers is None:
         return None, Feedback(False, "pass the HealthReport returned by gh.checkup(...) as "
                               f"`report` (got {type(report).__name__}).", name)
-    names = list(layers["layer"])
-    if layer not in names:
+    names = [str(n) for n in layers["layer"]]
+    if not isinstance(layer, str) or layer not in names:
         shown = names if len(names) <= 6 else names[:3] + ["..."] + names[-2:]
-        return None, Feedback(False, f"this report has no layer {layer!r}; its layers are "
+        return None, Feedback(False, f"this report has no layer {show(layer)}; its layers are "
                               f"{shown}.", name)
     return layers.iloc[names.index(layer)], None
 
@@ -86,9 +93,11 @@ def check_grad_to_weight(report: Any, layer: str, answer: Any) -> Feedback:
         return Feedback(False, f"layer {layer!r} has no finite gradient or a zero weight norm, so "
                         "its ratio is undefined; pick another layer.", name)
     expected = grad / weight
+    if is_unanswered(answer):
+        return not_answered(name)
     value = as_number(answer)
     if value is None:
-        return Feedback(False, f"expected a number, got {answer!r}. Hint: divide the layer's "
+        return Feedback(False, f"expected a number, got {show(answer)}. Hint: divide the layer's "
                         "grad_norm by its weight_norm.", name)
     if value > 0 and expected > 0 and not math.isclose(
         value, expected, rel_tol=READ_TOLERANCE
@@ -130,9 +139,12 @@ def check_layer_credit(report: Any, layer: str, answer: Any) -> Feedback:
                         "from gh.checkup(...).", name)
     expected = float(row["credit"])
     status = str(row["status"])
+    if is_unanswered(answer):
+        return not_answered(name)
     value = as_number(answer)
     if value is None:
-        return Feedback(False, f"expected a number in [0, 1], got {answer!r}.", name)
+        return Feedback(False, f"expected a number in [0, 1], got {show(answer)}. Hint: look up "
+                        "the layer's status and decades_beyond, then apply the credit table.", name)
     if value > 1 and math.isclose(value / 100, expected, abs_tol=CREDIT_TOLERANCE):
         return Feedback(False, f"{value:g} looks like a percentage; credit is a fraction in "
                         "[0, 1] (the score multiplies the mean credit by 100).", name)
@@ -173,23 +185,24 @@ def check_vanishing_count(report: Any, thresholds: Any, answer: Any) -> Feedback
                         f"(got {type(report).__name__}).", name)
     try:
         t = Thresholds.coerce(thresholds)
-    except (TypeError, ValueError) as e:
+    except (TypeError, ValueError, AttributeError) as e:
         return Feedback(False, f"these thresholds are not valid: {e}", name)
     rediagnosed = diagnose(variables, t, getattr(report, "context", None) or {})
     status = rediagnosed.layers["status"]
     expected = int((status == "vanishing").sum())
     before = int((report.layers["status"] == "vanishing").sum())
-    if isinstance(answer, bool) or not isinstance(answer, numbers.Real) or not math.isfinite(
-        float(answer)
-    ) or float(answer) != int(float(answer)):
-        return Feedback(False, f"expected a whole number of layers, got {answer!r}.", name)
-    if int(answer) == expected:
+    if is_unanswered(answer):
+        return not_answered(name)
+    count = as_whole_number(answer)
+    if count is None:
+        return Feedback(False, f"expected a whole number of layers, got {show(answer)}.", name)
+    if count == expected:
         return Feedback(True, f"{expected} layers are vanishing with vanishing_ratio="
                         f"{t.vanishing_ratio:g} and vanishing_norm={t.vanishing_norm:g} "
                         f"({before} with the report's own thresholds): a layer is vanishing when "
                         "its norm is below EITHER limit, so loosening one alone may change "
                         "nothing.", name)
-    return Feedback(False, f"{int(answer)} is not right. Hint: a layer is vanishing when its "
+    return Feedback(False, f"{count} is not right. Hint: a layer is vanishing when its "
                     f"grad_norm < {t.vanishing_norm:g} (vanishing_norm) OR grad_norm < "
                     f"{t.vanishing_ratio:g} x the largest layer norm (vanishing_ratio); count the "
                     "rows of gh.diagnose(report.variables, thresholds, report.context).layers "

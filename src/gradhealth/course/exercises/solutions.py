@@ -16,47 +16,84 @@ References:
 
 from __future__ import annotations
 
-import math
-from collections.abc import Sequence
 from typing import Any
 
 from gradhealth.core.knowledge import matched_initializer
-from gradhealth.course.exercises._feedback import Feedback, check_close
+from gradhealth.course.exercises._feedback import (
+    Feedback,
+    as_name,
+    as_name_list,
+    as_number,
+    check_close,
+    is_unanswered,
+    not_answered,
+    show,
+)
 from gradhealth.treatment import PRIORITY
 
-__all__ = ["NUMERIC_TOLERANCE", "check_best_optimizer", "check_clipped_norm",
+__all__ = ["ACCURACY_TOLERANCE", "NUMERIC_TOLERANCE", "ORDER_EXERCISE", "check_best_optimizer", "check_clipped_norm",
            "check_matched_initializer", "check_treatment_order", "check_treatment_verified",
            "clipped_global_norm"]
 
 NUMERIC_TOLERANCE: float = 1e-6
 """Relative tolerance for answers computed exactly (clipping arithmetic): float64 round-off."""
 
+ACCURACY_TOLERANCE: float = 0.005
+"""Absolute tolerance for an accuracy read off a table: half of the second decimal."""
 
-def check_treatment_order(answer: Any) -> Feedback:
-    """Is ``answer`` an ordering of treatment categories with causes before symptoms?
+ORDER_EXERCISE: tuple[str, ...] = ("clipping", "initializer", "activation", "learning_rate",
+                                   "normalization")
+"""The five treatments notebook 6's exercise 1 asks the student to order (shuffled on purpose)."""
+
+_INITIALIZER_FAMILIES: dict[str, str] = {
+    "glorot_uniform": "glorot", "glorot_normal": "glorot", "he_uniform": "he",
+    "he_normal": "he", "lecun_uniform": "lecun", "lecun_normal": "lecun",
+}
+
+
+def check_treatment_order(answer: Any, items: Any = ORDER_EXERCISE) -> Feedback:
+    """Is ``answer`` the treatments ``items`` ordered with causes before symptoms?
 
     Args:
-        answer: A list of category names (e.g. ``["activation", "initializer", "clipping"]``),
-            each from :data:`gradhealth.treatment.PRIORITY`, without repeats.
+        answer: A list of category names (or one comma-separated string), each from
+            :data:`gradhealth.treatment.PRIORITY`, every one of ``items`` exactly once.
+        items: The treatments the exercise asks to order (default: notebook 6's five).
 
     Returns:
-        Feedback; right when the list follows :data:`~gradhealth.treatment.PRIORITY`.
+        Feedback; right when the list holds every item once and follows
+        :data:`~gradhealth.treatment.PRIORITY`. A wrong order is answered with one pair that is
+        the wrong way round, never with the whole order.
     """
     name = "treatment order"
-    if isinstance(answer, str) or not isinstance(answer, Sequence) or not answer:
-        return Feedback(False, f"expected a non-empty list of category names, got {answer!r}.",
-                        name)
-    unknown = [a for a in answer if a not in PRIORITY]
-    if unknown or len(set(answer)) != len(answer):
-        return Feedback(False, f"use each of {list(PRIORITY)} at most once; got {list(answer)}.",
-                        name)
-    expected = sorted(answer, key=PRIORITY.__getitem__)
-    if list(answer) == expected:
-        return Feedback(True, "causes first (data, activation, the initializer matched to it, "
-                        "architecture), then optimization, and the clipping safety net last.",
-                        name)
-    return Feedback(False, f"not yet: treat the cause before the symptom. Hint: which change "
-                    f"makes another necessary? Expected order: {expected}.", name)
+    wanted = as_name_list(items)
+    if not wanted or any(w not in PRIORITY for w in wanted):
+        return Feedback(False, f"`items` must be treatment categories from {list(PRIORITY)}; "
+                        f"got {show(items)}.", name)
+    if is_unanswered(answer):
+        return not_answered(name)
+    given = as_name_list(answer)
+    if given is None:
+        return Feedback(False, f"expected a list of category names, got {show(answer)}. Hint: "
+                        f"write them as a list of strings, e.g. [\"{wanted[0]}\", ...].", name)
+    unknown = [g for g in given if g not in wanted]
+    if unknown:
+        return Feedback(False, f"{unknown} {'is' if len(unknown) == 1 else 'are'} not among the "
+                        f"treatments to order: {sorted(wanted)}.", name)
+    if len(set(given)) != len(given):
+        return Feedback(False, "each treatment appears once; your list repeats "
+                        f"{sorted({g for g in given if given.count(g) > 1})}.", name)
+    missing = [w for w in wanted if w not in given]
+    if missing:
+        return Feedback(False, f"your list leaves out {missing}: order all {len(wanted)} "
+                        "treatments.", name)
+    for earlier, later in zip(given, given[1:], strict=False):
+        if PRIORITY[earlier] > PRIORITY[later]:
+            return Feedback(False, f"not yet: you put {earlier!r} before {later!r}. Hint: which "
+                            "of the two treats a cause and which a symptom, and would one make "
+                            "the other unnecessary?", name)
+    return Feedback(True, "causes first (the activation, then the initializer matched to it, "
+                    "then the architecture), then optimization, and the clipping safety net "
+                    "last.", name)
 
 
 def check_matched_initializer(activation: str, answer: Any) -> Feedback:
@@ -64,19 +101,32 @@ def check_matched_initializer(activation: str, answer: Any) -> Feedback:
 
     Args:
         activation: A Keras activation name (``"relu"``, ``"selu"``, ``"tanh"``, ...).
-        answer: A Keras initializer name such as ``"he_normal"``.
+        answer: A Keras initializer name such as ``"he_normal"`` (the uniform/normal variant of
+            the same rule is accepted: they have the same variance).
 
     Returns:
-        Feedback comparing with :func:`gradhealth.models.robust.matched_initializer`.
+        Feedback comparing with :func:`gradhealth.core.knowledge.matched_initializer`.
     """
     name = "matched initializer"
-    expected = matched_initializer(activation)
-    if isinstance(answer, str) and answer.lower().replace("-", "_") == expected:
-        return Feedback(True, f"{expected} keeps the variance of {activation} layers constant "
-                        "through depth.", name)
-    return Feedback(False, f"{answer!r} is not matched to {activation}. Hint: ReLU-family units "
-                    "zero half the signal (Var(W) = 2/fan_in, He); SELU and tanh need "
-                    "Var(W) = 1/fan_in (LeCun); sigmoid takes Glorot's compromise.", name)
+    act = as_name(activation)
+    if act is None:
+        return Feedback(False, f"`activation` must be a name; got {show(activation)}.", name)
+    expected = matched_initializer(act)
+    if is_unanswered(answer):
+        return not_answered(name)
+    chosen = as_name(answer)
+    if chosen is None:
+        return Feedback(False, f"expected an initializer name such as \"glorot_uniform\", got "
+                        f"{show(answer)}.", name)
+    if chosen == expected or (chosen in _INITIALIZER_FAMILIES
+                              and _INITIALIZER_FAMILIES[chosen]
+                              == _INITIALIZER_FAMILIES.get(expected)):
+        return Feedback(True, f"{chosen}: its variance is derived for {act} ({expected} in "
+                        "gradhealth's table), so the signal keeps its variance through depth.",
+                        name)
+    return Feedback(False, f"{show(answer)} is not matched to {act}. Hint: does {act} zero half "
+                    "of its input (a rectifier), normalize itself, or is it symmetric around 0? "
+                    "Notebook 5's pairing table gives the rule for each kind.", name)
 
 
 def clipped_global_norm(global_norm: float, threshold: float) -> float:
@@ -103,13 +153,19 @@ def check_clipped_norm(global_norm: float, threshold: float, answer: Any) -> Fee
     Returns:
         Feedback.
     """
-    expected = clipped_global_norm(global_norm, threshold)
-    scale = expected / global_norm if global_norm > 0 else 1.0
+    exercise = "clipped norm"
+    norm, limit = as_number(global_norm), as_number(threshold)
+    if norm is None or limit is None or norm < 0 or limit <= 0:
+        return Feedback(False, "global_norm must be >= 0 and threshold > 0; got "
+                        f"{show(global_norm)} and {show(threshold)}.", exercise)
+    expected = clipped_global_norm(norm, limit)
+    scale = expected / norm if norm > 0 else 1.0
     return check_close(
-        "clipped norm", answer, expected, NUMERIC_TOLERANCE,
+        exercise, answer, expected, NUMERIC_TOLERANCE,
         f"every gradient is multiplied by {scale:.3g}, so the direction is unchanged and the "
-        f"norm becomes min({global_norm:g}, {threshold:g}).",
-        "Clipping by global norm rescales all gradients by min(1, threshold / norm).")
+        f"norm becomes min({norm:g}, {limit:g}).",
+        "Clipping by global norm rescales all gradients by one common factor; what must that "
+        "factor be for the norm to end at the limit?")
 
 
 def check_best_optimizer(comparison: Any, answer: Any) -> Feedback:
@@ -117,47 +173,66 @@ def check_best_optimizer(comparison: Any, answer: Any) -> Feedback:
 
     Args:
         comparison: The :class:`gradhealth.course.optimizers.OptimizerComparison` the student read.
-        answer: An optimizer name from its table.
+        answer: An optimizer name from its table (a one-element list is accepted).
 
     Returns:
         Feedback; ties on accuracy go to the fewest steps to the target loss.
     """
     name = "best optimizer"
-    expected = comparison.best()
-    table = comparison.table().set_index("optimizer")
-    if answer == expected:
+    try:
+        expected = str(comparison.best())
+        table = comparison.table().set_index("optimizer")
+    except (AttributeError, KeyError, TypeError, ValueError):
+        return Feedback(False, "pass the comparison returned by compare_optimizers(...) as "
+                        f"`comparison` (got {type(comparison).__name__}).", name)
+    if is_unanswered(answer):
+        return not_answered(name)
+    chosen = as_name(answer)
+    names = [str(n) for n in table.index]
+    if chosen is None or chosen not in names:
+        return Feedback(False, f"{show(answer)} is not in the table; choose one name from "
+                        f"{names}.", name)
+    if chosen == expected:
         acc = table.loc[expected, "test_accuracy"]
-        return Feedback(True, f"{expected} reached test accuracy {acc:.3f}; per-parameter step "
-                        "sizes let it escape the plateau that stalls plain SGD.", name)
-    if answer not in table.index:
-        return Feedback(False, f"{answer!r} is not in the table; choose from "
-                        f"{list(table.index)}.", name)
-    return Feedback(False, f"{answer} reached {table.loc[answer, 'test_accuracy']:.3f}; look at "
+        return Feedback(True, f"{expected} reached test accuracy {acc:.3f} in this budget. One "
+                        "run on one network: rerun with other seeds before calling it better.",
+                        name)
+    return Feedback(False, f"{chosen} reached {table.loc[chosen, 'test_accuracy']:.3f}; look at "
                     "the test_accuracy column for a higher one.", name)
 
 
-def check_treatment_verified(result: Any, status: Any, accuracy: Any) -> Feedback:
+def check_treatment_verified(result: Any, answer: Any) -> Feedback:
     """Did the student read the re-examination correctly?
 
     Args:
         result: The :class:`gradhealth.treatment.TreatmentResult` of ``treat``.
-        status: The treated network's status after training, as the student read it.
-        accuracy: Its accuracy, as the student read it (to two decimals is enough).
+        answer: A pair ``(status, accuracy)``: the treated network's status after training and
+            its test accuracy (two decimals are enough), as the student read them.
 
     Returns:
         Feedback.
     """
     name = "treatment verified"
-    expected_status = result.after.status
-    if status != expected_status:
-        return Feedback(False, f"the status after treatment is not {status!r}: look at "
-                        "result.after.status (or the summary table's last row).", name)
     try:
-        value = float(accuracy)
-    except (TypeError, ValueError):
-        return Feedback(False, f"expected a number for the accuracy, got {accuracy!r}.", name)
-    if not math.isfinite(value) or abs(value - result.accuracy) > 0.005:
+        expected_status = str(result.after.status)
+        measured = float(result.accuracy)
+    except (AttributeError, TypeError, ValueError):
+        return Feedback(False, "pass the result returned by treat(...) as `result` (got "
+                        f"{type(result).__name__}).", name)
+    if is_unanswered(answer):
+        return not_answered(name)
+    if isinstance(answer, str) or not isinstance(answer, (list, tuple)) or len(answer) != 2:
+        return Feedback(False, f"expected a pair (status, accuracy), got {show(answer)}. Hint: "
+                        "e.g. (\"vanishing\", 0.12).", name)
+    status, accuracy = answer
+    if as_name(status) != expected_status:
+        return Feedback(False, f"the status after treatment is not {show(status)}: look at "
+                        "result.after.status (or the summary table's last row).", name)
+    value = as_number(accuracy)
+    if value is None:
+        return Feedback(False, f"expected a number for the accuracy, got {show(accuracy)}.", name)
+    if abs(value - measured) > ACCURACY_TOLERANCE:
         return Feedback(False, f"{value:g} is not the measured accuracy; read result.accuracy.",
                         name)
-    return Feedback(True, f"'{expected_status}' at accuracy {result.accuracy:.2f}: the second "
+    return Feedback(True, f"'{expected_status}' at accuracy {measured:.2f}: the second "
                     "checkup confirms the treatment worked.", name)

@@ -18,10 +18,17 @@ References:
 from __future__ import annotations
 
 import math
-import numbers
 from typing import Any
 
-from gradhealth.course.exercises._feedback import Feedback, as_number, check_close
+from gradhealth.course.exercises._feedback import (
+    Feedback,
+    as_number,
+    as_whole_number,
+    check_close,
+    is_unanswered,
+    not_answered,
+    show,
+)
 
 __all__ = ["MAX_LAYERS", "MEASURED_TOLERANCE", "NUMERIC_TOLERANCE", "check_decay_bound",
            "check_first_to_last_ratio", "check_layers_to_shrink", "sigmoid_max_derivative"]
@@ -53,9 +60,7 @@ def sigmoid_max_derivative() -> float:
 
 
 def _layer_count(value: Any) -> int | None:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        return None
-    return int(value) if 0 <= value <= MAX_LAYERS else None
+    return as_whole_number(value, MAX_LAYERS)
 
 
 def check_decay_bound(n_layers: int, answer: Any) -> Feedback:
@@ -75,15 +80,17 @@ def check_decay_bound(n_layers: int, answer: Any) -> Feedback:
     n = _layer_count(n_layers)
     if n is None:
         return Feedback(False, f"`n_layers` must be an integer between 0 and {MAX_LAYERS}; "
-                        f"got {n_layers!r}.", name)
+                        f"got {show(n_layers)}.", name)
     bound = sigmoid_max_derivative() ** n
+    if is_unanswered(answer):
+        return not_answered(name)
     value = as_number(answer)
     if value is None:
-        return Feedback(False, f"expected a number, got {answer!r}. Hint: raise the sigmoid's "
+        return Feedback(False, f"expected a number, got {show(answer)}. Hint: raise the sigmoid's "
                         f"largest derivative to the power {n}.", name)
     if value > 0 and n > 0 and math.isclose(value, 1.0 / bound, rel_tol=NUMERIC_TOLERANCE):
         return Feedback(False, f"{value:.4g} is the inverse of the bound: the gradient shrinks, so "
-                        f"the factor is below 1. Hint: 0.25 ** {n}, not 4 ** {n}.", name)
+                        f"the factor is below 1. Hint: each layer multiplies by a number below 1.", name)
     return check_close(
         name, value, bound, NUMERIC_TOLERANCE,
         why=f"each of the {n} sigmoid layers multiplies the gradient by at most "
@@ -106,19 +113,19 @@ def check_layers_to_shrink(factor: float, answer: Any) -> Feedback:
     name = "layers to shrink"
     target = as_number(factor)
     if target is None or not 0 < target < 1:
-        return Feedback(False, f"`factor` must be a number in (0, 1); got {factor!r}.", name)
+        return Feedback(False, f"`factor` must be a number in (0, 1); got {show(factor)}.", name)
     d = sigmoid_max_derivative()
     expected = 0
     bound = 1.0
     while bound > target:  # exact smallest n, no log rounding at exact powers of 0.25
         expected += 1
         bound *= d
-    if isinstance(answer, bool) or not isinstance(answer, numbers.Real) or not math.isfinite(
-        float(answer)
-    ) or float(answer) != int(float(answer)):
-        return Feedback(False, f"expected a whole number of layers, got {answer!r}. Hint: find "
-                        f"the smallest n with 0.25**n <= {target:g}.", name)
-    n = int(answer)
+    if is_unanswered(answer):
+        return not_answered(name)
+    n = as_whole_number(answer, MAX_LAYERS)
+    if n is None:
+        return Feedback(False, f"expected a whole number of layers, got {show(answer)}. Hint: "
+                        f"find the smallest n with 0.25**n <= {target:g}.", name)
     if n == expected:
         return Feedback(True, f"{n} layers: 0.25**{n - 1} = {d ** (n - 1):.3g} is still above "
                         f"{target:g}, 0.25**{n} = {d ** n:.3g} is not.", name)
@@ -157,10 +164,12 @@ def check_first_to_last_ratio(report: Any, answer: Any) -> Feedback:
         return Feedback(False, "this report's last layer has no finite, non-zero gradient norm, "
                         "so the ratio is undefined; use the sigmoid network's report.", name)
     expected = first / last
+    if is_unanswered(answer):
+        return not_answered(name)
     value = as_number(answer)
     if value is None:
-        return Feedback(False, f"expected a number, got {answer!r}. Hint: "
-                        "report.layers['grad_norm'].iloc[0] / report.layers['grad_norm'].iloc[-1].",
+        return Feedback(False, f"expected a number, got {show(answer)}. Hint: use the 'grad_norm' column "
+                        "of report.layers, first row and last row.",
                         name)
     if expected > 0 and value > 0 and not math.isclose(
         value, expected, rel_tol=MEASURED_TOLERANCE

@@ -14,7 +14,7 @@ from typing import Any
 import keras
 import numpy as np
 
-__all__ = ["PRIVATE_ATTRIBUTES", "jax_train_state_value", "optimizer_own_variables",
+__all__ = ["PRIVATE_ATTRIBUTES", "compiled_loss_object", "jax_train_state_value", "optimizer_own_variables",
            "walk_layers"]
 
 PRIVATE_ATTRIBUTES: dict[str, str] = {
@@ -22,6 +22,7 @@ PRIVATE_ATTRIBUTES: dict[str, str] = {
     "Optimizer._variables": "an optimizer wrapper's own variables, apart from the inner ones",
     "Model._jax_state": "JAX fit's running train state (variables are written back per epoch)",
     "Model._jax_state_synced": "whether that state was written back to the variables",
+    "Model._compile_loss": "which compile() a traced checkup step was built for",
 }
 """The private Keras attributes read here and why (checked by the tests)."""
 
@@ -77,3 +78,16 @@ def jax_train_state_value(model: Any, optimizer: Any, variable: Any) -> np.ndarr
         if v is variable:
             return np.asarray(state["optimizer_variables"][i])
     return None
+
+
+def compiled_loss_object(model: Any) -> Any:
+    """The object ``compile()`` built for the model's loss (``Model._compile_loss``), or None.
+
+    A traced checkup step calls ``model.compute_loss``; after a new ``compile()`` (other losses
+    or ``loss_weights``) it must be traced again. ``compile`` replaces ``_compile_loss`` each
+    time and keeps no public handle on it; without it, ``model.loss`` (the argument given to
+    ``compile``, which misses a change of ``loss_weights``) is used.
+    """
+    if hasattr(model, "_compile_loss"):
+        return model._compile_loss
+    return getattr(model, "loss", None)

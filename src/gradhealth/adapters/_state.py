@@ -19,7 +19,7 @@ def state_variables(model: keras.Model, include_metrics: bool = True) -> list[An
     """
     variables = list(model.non_trainable_variables)
     if include_metrics:
-        variables += list(getattr(model, "metrics_variables", []) or [])
+        variables += [v for v in getattr(model, "metrics_variables", []) or [] if _readable(v)]
     seen: set[int] = set()
     unique = []
     for v in variables:
@@ -27,6 +27,16 @@ def state_variables(model: keras.Model, include_metrics: bool = True) -> list[An
             seen.add(id(v))
             unique.append(v)
     return unique
+
+
+def _readable(variable: Any) -> bool:
+    # Metric variables created under a tf.distribute strategy are sync-on-read: outside the
+    # strategy they cannot be read (nor restored). fit resets them at every epoch anyway.
+    try:
+        keras.ops.convert_to_numpy(variable.value)
+    except (ValueError, TypeError, RuntimeError):
+        return False
+    return True
 
 
 @contextlib.contextmanager

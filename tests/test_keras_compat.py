@@ -27,7 +27,18 @@ class Block(keras.layers.Layer):
 def test_every_private_attribute_is_listed():
     assert set(keras_compat.PRIVATE_ATTRIBUTES) == {
         "Layer._flatten_layers", "Optimizer._variables", "Model._jax_state",
-        "Model._jax_state_synced", "TFOptimizer._distribution_strategy"}
+        "Model._jax_state_synced", "TFOptimizer._distribution_strategy",
+        "Model._compile_loss"}
+
+
+def test_compile_loss_attribute_is_replaced_by_each_compile():
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(1)])
+    assert hasattr(model, "_compile_loss") and model._compile_loss is None
+    model.compile(loss="mse")
+    first = keras_compat.compiled_loss_object(model)
+    assert first is not None and first is model._compile_loss
+    model.compile(loss="mse", loss_weights=[2.0])
+    assert keras_compat.compiled_loss_object(model) is not first
 
 
 def test_layer_flatten_layers_exists_and_walks_custom_layers():

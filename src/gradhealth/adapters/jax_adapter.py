@@ -1,48 +1,67 @@
-"""JAX adapter: ``jax.value_and_grad`` over ``model.stateless_call``, jitted and cached."""
+"""JAX adapter: ``jax.grad`` of a stateless forward pass, jitted once per model and loss.
+
+The model runs inside a ``keras.StatelessScope`` that maps every variable to the traced value
+given to the jitted step: updated state (batch-norm statistics, seed generators, metric
+trackers) is collected by the scope and discarded, so the model's own variables are never
+written. Under ``keras.distribution.DataParallel`` the variables arrive replicated over the
+devices and XLA runs the step on the whole batch, giving the single-device numbers.
+"""
 
 from __future__ import annotations
 
-import weakref
 from collections.abc import Callable
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import keras
-import numpy as np
 
-__all__ = ["USER_ERRORS", "compute_gradients"]
+__all__ = ["USER_ERRORS", "build_step", "run"]
 
 # Errors that mean the data or loss do not fit the model (reported as ValueError).
-USER_ERRORS: tuple[type[BaseException], ...] = (ValueError, TypeError)
-
-_CACHE: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+USER_ERRORS: tuple[type[BaseException], ...] = (ValueError, TypeError, KeyError, IndexError)
 
 
-def _build(model: keras.Model, loss_fn: Callable) -> Callable:
-    def compute_loss(trainable, non_trainable, x, y):
-        y_pred, _, losses = model.stateless_call(
-            trainable, non_trainable, x, training=True, return_losses=True
-        )
-        loss = keras.ops.mean(loss_fn(y, y_pred))
-        for extra in losses:
-            loss = loss + extra
-        return loss
+def build_step(model: keras.Model, objective: Any, reduce: Callable | None,
+               accepts_training: bool) -> Callable:
+    """The compiled probe step of ``model`` (see :func:`gradhealth.adapters.probe`)."""
+    trainable = list(model.trainable_variables)
+    non_trainable = list(model.non_trainable_variables)
 
-    return jax.jit(jax.value_and_grad(compute_loss))
+    def loss_fn(trainable_values, non_trainable_values, x, y, sample_weight, scale):
+        mapping = list(zip(trainable, trainable_values, strict=True)) + list(
+            zip(non_trainable, non_trainable_values, strict=True))
+        with keras.StatelessScope(state_mapping=mapping, collect_losses=True):
+            y_pred = model(x, training=True) if accepts_training else model(x)
+            loss = jnp.asarray(objective.fn(model, x, y, y_pred, sample_weight), jnp.float32)
+        return loss * scale, loss
+
+    def step(trainable_values, non_trainable_values, x, y, sample_weight, scale):
+        wrapper.traces += 1
+        grads, loss = jax.grad(loss_fn, has_aux=True)(
+            trainable_values, non_trainable_values, x, y, sample_weight, scale)
+        grads = [jnp.asarray(g, jnp.float32) / scale for g in grads]
+        if reduce is not None:
+            return loss, reduce(grads, trainable_values)
+        return loss, (grads, trainable_values)
+
+    compiled = jax.jit(step)
+
+    def wrapper(x, y, sample_weight, scale):
+        loss, payload = compiled([v.value for v in trainable], [v.value for v in non_trainable],
+                                 x, y, sample_weight, scale)
+        if reduce is not None:
+            payload = jax.device_get(payload)
+        else:
+            grads, weights = jax.device_get(payload)
+            payload = (list(grads), list(weights))
+        # jax.grad gives zeros, not None, for a variable the loss does not depend on.
+        return float(loss), payload, [True] * len(trainable)
+
+    wrapper.traces = 0
+    return wrapper
 
 
-def compute_gradients(model: keras.Model, x: Any, y: Any, loss_fn: Callable
-                      ) -> tuple[float, list[np.ndarray | None], list[np.ndarray]]:
-    """One forward/backward pass: the loss, per-variable gradients and the variables' values.
-
-    The stateless call leaves the model's own variables untouched: updated non-trainable state
-    is discarded. JAX returns zeros (not None) for variables the loss does not depend on.
-    """
-    per_model = _CACHE.setdefault(model, {})
-    key = (id(loss_fn), len(model.trainable_variables))
-    if key not in per_model:
-        per_model[key] = _build(model, loss_fn)
-    trainable = [v.value for v in model.trainable_variables]
-    non_trainable = [v.value for v in model.non_trainable_variables]
-    loss, grads = per_model[key](trainable, non_trainable, x, y)
-    return float(loss), [np.asarray(g) for g in grads], [np.asarray(w) for w in trainable]
+def run(model: keras.Model, fn: Callable[[], Any]) -> Any:
+    """Call ``fn`` (JAX needs no special context)."""
+    return fn()

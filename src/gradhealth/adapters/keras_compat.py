@@ -14,8 +14,8 @@ from typing import Any
 import keras
 import numpy as np
 
-__all__ = ["PRIVATE_ATTRIBUTES", "jax_train_state_value", "optimizer_distribution_strategy",
-           "optimizer_own_variables", "walk_layers"]
+__all__ = ["PRIVATE_ATTRIBUTES", "compiled_loss_object", "jax_train_state_value",
+           "optimizer_distribution_strategy", "optimizer_own_variables", "walk_layers"]
 
 PRIVATE_ATTRIBUTES: dict[str, str] = {
     "Layer._flatten_layers": "walk nested layers of custom layers (no public recursive walk)",
@@ -24,6 +24,7 @@ PRIVATE_ATTRIBUTES: dict[str, str] = {
     "Model._jax_state_synced": "whether that state was written back to the variables",
     "TFOptimizer._distribution_strategy": "the tf.distribute strategy an optimizer was created "
                                           "under, to create a wrapper's variables alike",
+    "Model._compile_loss": "which compile() a traced checkup step was built for",
 }
 """The private Keras attributes read here and why (checked by the tests)."""
 
@@ -92,3 +93,16 @@ def jax_train_state_value(model: Any, optimizer: Any, variable: Any) -> np.ndarr
         if v is variable:
             return np.asarray(state["optimizer_variables"][i])
     return None
+
+
+def compiled_loss_object(model: Any) -> Any:
+    """The object ``compile()`` built for the model's loss (``Model._compile_loss``), or None.
+
+    A traced checkup step calls ``model.compute_loss``; after a new ``compile()`` (other losses
+    or ``loss_weights``) it must be traced again. ``compile`` replaces ``_compile_loss`` each
+    time and keeps no public handle on it; without it, ``model.loss`` (the argument given to
+    ``compile``, which misses a change of ``loss_weights``) is used.
+    """
+    if hasattr(model, "_compile_loss"):
+        return model._compile_loss
+    return getattr(model, "loss", None)

@@ -1,68 +1,102 @@
-"""TensorFlow adapter: gradients from ``tf.GradientTape`` inside a cached ``tf.function``."""
+"""TensorFlow adapter: ``tf.GradientTape`` inside one cached ``tf.function`` per model and loss.
+
+Under a ``tf.distribute`` strategy scope (``MirroredStrategy``, ``MultiWorkerMirroredStrategy``)
+the step runs outside the strategy's cross-replica context, on the global batch and one device:
+Keras losses divide by the number of replicas inside a scope (each replica's share of a
+gradient that is summed later) and mirrored variables refuse a tape outside ``strategy.run``,
+whereas a checkup wants the gradient of the whole batch, the same numbers as on one device.
+"""
 
 from __future__ import annotations
 
+import concurrent.futures
 import logging
-import weakref
 from collections.abc import Callable
 from typing import Any
 
 import keras
-import numpy as np
 import tensorflow as tf
 
-__all__ = ["USER_ERRORS", "compute_gradients"]
+from gradhealth.adapters._state import state_variables
+
+__all__ = ["USER_ERRORS", "build_step", "run"]
 
 # Errors that mean the data or loss do not fit the model (reported as ValueError).
-USER_ERRORS: tuple[type[BaseException], ...] = (ValueError, TypeError, tf.errors.InvalidArgumentError)
+USER_ERRORS: tuple[type[BaseException], ...] = (ValueError, TypeError, KeyError, IndexError,
+                                                tf.errors.InvalidArgumentError)
 
-_CACHE: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+def _dense(g: Any) -> Any:
+    # Embedding gradients arrive as IndexedSlices; statistics need the dense tensor.
+    return tf.convert_to_tensor(g) if isinstance(g, tf.IndexedSlices) else g
 
 
-def _build(model: keras.Model, loss_fn: Callable) -> Callable:
-    trainable = model.trainable_variables
-    state = model.non_trainable_variables
+def build_step(model: keras.Model, objective: Any, reduce: Callable | None,
+               accepts_training: bool) -> Callable:
+    """The compiled probe step of ``model`` (see :func:`gradhealth.adapters.probe`)."""
+    trainable = list(model.trainable_variables)
+    state = state_variables(model, include_metrics=True)
+    connected: list[bool] = []
 
     @tf.function(reduce_retracing=True)
-    def step(x, y):
-        # Batch-norm statistics and RNG state are restored inside the graph, in the same call.
+    def step(x, y, sample_weight, scale):
+        wrapper.traces += 1
+        # Batch-norm statistics, RNG and metric state are restored inside the graph, in the
+        # same call (automatic control dependencies keep program order).
         saved = [tf.identity(v.value) for v in state]
         with tf.GradientTape() as tape:
-            y_pred = model(x, training=True)
-            loss = keras.ops.mean(loss_fn(y, y_pred))
-            if model.losses:
-                loss = loss + tf.add_n([tf.cast(v, loss.dtype) for v in model.losses])
-        grads = tape.gradient(loss, trainable)
-        with tf.control_dependencies([g for g in grads if g is not None] + [loss]):
+            y_pred = model(x, training=True) if accepts_training else model(x)
+            loss = tf.cast(objective.fn(model, x, y, y_pred, sample_weight), tf.float32)
+            scaled = loss * scale
+        grads = tape.gradient(scaled, trainable)
+        connected[:] = [g is not None for g in grads]
+        weights = [tf.identity(v.value) for v in trainable]
+        grads = [tf.zeros_like(w, dtype=tf.float32) if g is None
+                 else tf.cast(_dense(g), tf.float32) / scale for g, w in zip(grads, weights,
+                                                                            strict=True)]
+        with tf.control_dependencies([*grads, loss]):
             for v, value in zip(state, saved, strict=True):
                 v.assign(value)
-        return loss, grads, [tf.identity(v.value) for v in trainable]
+        if reduce is not None:
+            return loss, reduce(grads, weights)
+        return loss, (grads, weights)
 
-    return step
+    def wrapper(x, y, sample_weight, scale):
+        tf_logger = logging.getLogger("tensorflow")
+        level = tf_logger.level
+        # Each model gets its own tf.function; TF warns about "retracing" once several exist,
+        # which is expected here (one trace per model and input signature).
+        tf_logger.setLevel(logging.ERROR)
+        try:
+            loss, payload = step(x, y, sample_weight, scale)
+        finally:
+            tf_logger.setLevel(level)
+        if reduce is not None:
+            payload = payload.numpy()
+        else:
+            payload = ([g.numpy() for g in payload[0]], [w.numpy() for w in payload[1]])
+        return float(loss.numpy()), payload, list(connected)
 
-
-def compute_gradients(model: keras.Model, x: Any, y: Any, loss_fn: Callable
-                      ) -> tuple[float, list[np.ndarray | None], list[np.ndarray]]:
-    """One forward/backward pass: the loss, per-variable gradients (None = unused) and the
-    variables' values, all read back in the same call."""
-    per_model = _CACHE.setdefault(model, {})
-    key = (id(loss_fn), len(model.trainable_variables))
-    if key not in per_model:
-        per_model[key] = _build(model, loss_fn)
-    tf_logger = logging.getLogger("tensorflow")
-    level = tf_logger.level
-    # Each model gets its own tf.function; TF warns about "retracing" once several exist, which
-    # is expected here (one trace per model and input signature), so the warning is muted.
-    tf_logger.setLevel(logging.ERROR)
-    try:
-        loss, grads, weights = per_model[key](x, y)
-    finally:
-        tf_logger.setLevel(level)
-    return (float(loss.numpy()), [None if g is None else _to_numpy(g) for g in grads],
-            [w.numpy() for w in weights])
+    wrapper.traces = 0
+    return wrapper
 
 
-def _to_numpy(g: Any) -> np.ndarray:
-    if isinstance(g, tf.IndexedSlices):
-        g = tf.convert_to_tensor(g)
-    return g.numpy()
+_OUTSIDE = concurrent.futures.ThreadPoolExecutor(max_workers=1,
+                                                 thread_name_prefix="gradhealth-probe")
+
+
+def run(model: keras.Model, fn: Callable[[], Any]) -> Any:
+    """Call ``fn`` outside any ``tf.distribute`` strategy scope (see the module docstring).
+
+    A strategy scope is thread-local, so a worker thread runs with the default strategy; with
+    no strategy in scope ``fn`` runs here directly.
+    """
+    if not tf.distribute.has_strategy():
+        return fn()
+    if tf.distribute.in_cross_replica_context():
+        return _OUTSIDE.submit(fn).result()
+    raise ValueError(
+        f"A checkup of model {model.name!r} cannot run inside `strategy.run` (replica "
+        "context): call it under `strategy.scope()` or outside it. Received: a call in "
+        "replica context")
+

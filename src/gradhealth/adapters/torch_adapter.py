@@ -1,4 +1,9 @@
-"""torch adapter: ``torch.autograd.grad`` over the Keras variables' parameters."""
+"""torch adapter: ``torch.autograd.grad`` over the Keras variables' parameters, eagerly.
+
+Keras' torch backend runs eagerly; ``torch.compile`` costs tens of seconds per graph on CPU,
+more than a checkup, so the step is plain autograd. Statistics are still reduced on the
+device: only the ``(n_variables, k)`` matrix is copied to the host.
+"""
 
 from __future__ import annotations
 
@@ -11,25 +16,48 @@ import torch
 
 from gradhealth.adapters._state import preserved_non_trainable_state
 
-__all__ = ["USER_ERRORS", "compute_gradients"]
+__all__ = ["USER_ERRORS", "build_step", "run"]
 
 # Errors that mean the data or loss do not fit the model (reported as ValueError).
-USER_ERRORS: tuple[type[BaseException], ...] = (ValueError, TypeError, RuntimeError)
+USER_ERRORS: tuple[type[BaseException], ...] = (ValueError, TypeError, KeyError, IndexError,
+                                                RuntimeError)
 
-def compute_gradients(model: keras.Model, x: Any, y: Any, loss_fn: Callable
-                      ) -> tuple[float, list[np.ndarray | None], list[np.ndarray]]:
-    """One forward/backward pass: the loss, per-variable gradients (None = unused) and the
-    variables' values."""
-    trainable = model.trainable_variables
-    params = [v.value for v in trainable]
-    with preserved_non_trainable_state(model), torch.enable_grad():
-        xt = keras.tree.map_structure(keras.ops.convert_to_tensor, x)
-        yt = keras.ops.convert_to_tensor(y)
-        y_pred = model(xt, training=True)
-        loss = keras.ops.mean(loss_fn(yt, y_pred))
-        for extra in model.losses:
-            loss = loss + extra
-        grads = torch.autograd.grad(loss, params, allow_unused=True)
-    return (float(loss.detach().cpu()),
-            [None if g is None else g.detach().cpu().numpy() for g in grads],
-            [p.detach().cpu().numpy() for p in params])
+
+def _to_numpy(t: Any) -> np.ndarray:
+    return t.detach().cpu().numpy()
+
+
+def build_step(model: keras.Model, objective: Any, reduce: Callable | None,
+               accepts_training: bool) -> Callable:
+    """The probe step of ``model`` (see :func:`gradhealth.adapters.probe`)."""
+
+    def to_tensors(batch: Any) -> Any:
+        return None if batch is None else keras.tree.map_structure(
+            keras.ops.convert_to_tensor, batch)
+
+    def wrapper(x, y, sample_weight, scale):
+        trainable = model.trainable_variables
+        params = [v.value for v in trainable]
+        with preserved_non_trainable_state(model, include_metrics=True), torch.enable_grad():
+            xt, yt, wt = to_tensors(x), to_tensors(y), to_tensors(sample_weight)
+            y_pred = model(xt, training=True) if accepts_training else model(xt)
+            loss = objective.fn(model, xt, yt, y_pred, wt).to(torch.float32)
+            raw = torch.autograd.grad(loss * float(scale), params, allow_unused=True)
+        with torch.no_grad():
+            grads = [torch.zeros_like(p, dtype=torch.float32) if g is None
+                     else g.to(torch.float32) / float(scale) for g, p in zip(raw, params,
+                                                                             strict=True)]
+            weights = [p.detach() for p in params]
+            if reduce is not None:
+                payload = _to_numpy(reduce(grads, weights))
+            else:
+                payload = ([_to_numpy(g) for g in grads], [_to_numpy(w) for w in weights])
+        return float(loss.detach().cpu()), payload, [g is not None for g in raw]
+
+    wrapper.traces = 1  # built once per model and loss; nothing is traced
+    return wrapper
+
+
+def run(model: keras.Model, fn: Callable[[], Any]) -> Any:
+    """Call ``fn`` (torch needs no special context)."""
+    return fn()

@@ -18,7 +18,7 @@ import numpy as np
 
 from gradhealth.adapters.keras_compat import walk_layers
 from gradhealth.core.thresholds import Thresholds
-from gradhealth.diagnosis.gradients import run_gradients, stats_frame
+from gradhealth.diagnosis.gradients import measure_gradients
 from gradhealth.diagnosis.report import HealthReport, diagnose
 
 __all__ = ["NORMALIZATION_LAYERS", "RESIDUAL_LAYERS", "checkup", "model_context"]
@@ -73,8 +73,9 @@ def model_context(model: keras.Model, layer_names: list[str]) -> dict[str, Any]:
     }
 
 
-def checkup(model: keras.Model, x: Any, y: Any, loss: Any = None,
-            thresholds: Thresholds | dict | None = None) -> HealthReport:
+def checkup(model: keras.Model, x: Any, y: Any = None, loss: Any = None,
+            thresholds: Thresholds | dict | None = None,
+            sample_weight: Any = None) -> HealthReport:
     """Examine a model's gradients on one batch and diagnose their health.
 
     One forward and backward pass (``training=True``, model state left unchanged), per-layer
@@ -89,6 +90,9 @@ def checkup(model: keras.Model, x: Any, y: Any, loss: Any = None,
         y: The targets for ``x``.
         loss: Keras loss name or object; defaults to the model's compiled loss.
         thresholds: A :class:`Thresholds`, a dict of overrides, or None for the defaults.
+        sample_weight: Per-example weights, as in ``fit``. ``x``, ``y`` and ``loss`` take
+            every form ``fit`` does (see :func:`gradhealth.layer_gradients`): a dataset or
+            generator as ``x`` gives one batch.
 
     Returns:
         A :class:`HealthReport`.
@@ -110,7 +114,6 @@ def checkup(model: keras.Model, x: Any, y: Any, loss: Any = None,
         (exploding gradients).
     """
     t = Thresholds.coerce(thresholds)
-    value, variables, grads, weights = run_gradients(model, x, y, loss)
-    stats = stats_frame(variables, grads, weights)
+    value, stats = measure_gradients(model, x, y, loss, sample_weight)
     layer_names = list(dict.fromkeys(stats["layer"]))
     return diagnose(stats, t, model_context(model, layer_names), loss=value)

@@ -1,21 +1,34 @@
-"""Cost of GradientHealthMonitor in model.fit: a 20-layer MLP (width 256, batch 256).
+"""Cost of GradientHealthMonitor in model.fit, measured side by side in one process.
 
-Fits the same model with no monitor, with the monitor at ``every=1`` and at ``every=100`` in
-one process, alternating the three configurations over several repeats, and prints the ratio of
-the median per-step time of each monitored run to the unmonitored one (goals: <= 1.05 at
-``every=1``, <= 1.01 at ``every=100``).
+Models (``--model``):
 
-Per-step time is measured between the end of step ``WARMUP_STEPS`` and the end of the last step
+* ``mlp``: a 20-layer MLP, width 256, batch 256 (the issue's CPU and GPU model);
+* ``transformer``: the 6-block transformer of ``../shared/gpu/gpu_bench.py`` (embedding,
+  multi-head attention, GELU MLP, layer norms), by default scaled down for a CPU
+  (d=128, sequence 64, batch 16; ``--full`` gives the GPU size d=512, sequence 128, batch 32).
+
+Fits the same model with no monitor, with the monitor at ``every=1`` and at ``every=100``
+(``--warn-variants``: also ``on_nonfinite="warn"``, which drops the conditional update), one
+model per configuration, alternating the configurations over several repeats, on whatever
+device Keras sees. Prints the ratio of the median per-step time of each monitored run to the
+unmonitored one (goals: <= 1.05 at ``every=1``, <= 1.01 at ``every=100``) and a one-line
+summary.
+
+Per-step time is measured from the end of step ``WARMUP_STEPS`` to the end of the last step
 (a timing callback), so the one-off tracing/compilation of the train function -- which the
 monitor triggers once per ``fit``, when it installs its optimizer wrapper -- is reported
 separately rather than mixed into the steady-state figure.
 
-Run: ``KERAS_BACKEND=jax python benchmarks/monitor_overhead.py [--steps 120 --repeats 3]``
+Run (on a shared machine, under the benchmark lock)::
+
+    flock /tmp/gradhealth-bench.lock env KERAS_BACKEND=jax \\
+        python benchmarks/monitor_overhead.py --model mlp --steps 120 --repeats 3
 """
 
 from __future__ import annotations
 
 import argparse
+import platform
 import statistics
 import time
 
@@ -28,7 +41,9 @@ import numpy as np
 from gradhealth.callbacks.monitor import GradientHealthMonitor
 from gradhealth.models import deep_mlp
 
-DEPTH, WIDTH, BATCH, INPUT_DIM, CLASSES = 20, 256, 256, 256, 10
+MLP = {"depth": 20, "width": 256, "batch": 256, "input_dim": 256, "classes": 10}
+TRANSFORMER_CPU = {"blocks": 6, "d": 128, "seq": 64, "vocab": 2000, "batch": 16, "classes": 10}
+TRANSFORMER_GPU = {"blocks": 6, "d": 512, "seq": 128, "vocab": 8000, "batch": 32, "classes": 10}
 WARMUP_STEPS = 5
 
 
@@ -50,49 +65,115 @@ class StepTimer(keras.callbacks.Callback):
         return self.marks[WARMUP_STEPS] - self.begin
 
 
+def transformer(blocks: int, d: int, seq: int, vocab: int, classes: int, **_: int) -> keras.Model:
+    """The 6-block transformer of ../shared/gpu/gpu_bench.py (post-norm blocks, 8 heads)."""
+    keras.utils.set_random_seed(0)
+    inp = keras.Input((seq,), dtype="int32")
+    x = keras.layers.Embedding(vocab, d)(inp)
+    for _ in range(blocks):
+        a = keras.layers.MultiHeadAttention(8, d // 8)(x, x)
+        x = keras.layers.LayerNormalization()(x + a)
+        f = keras.layers.Dense(4 * d, activation="gelu")(x)
+        f = keras.layers.Dense(d)(f)
+        x = keras.layers.LayerNormalization()(x + f)
+    x = keras.layers.GlobalAveragePooling1D()(x)
+    return keras.Model(inp, keras.layers.Dense(classes)(x))
+
+
+def build(kind: str, full: bool) -> tuple[keras.Model, np.ndarray, np.ndarray, int, str]:
+    rng = np.random.default_rng(0)
+    if kind == "mlp":
+        c = MLP
+        model = deep_mlp(c["depth"], width=c["width"], input_dim=c["input_dim"],
+                         num_classes=c["classes"], seed=0)
+        make_x = lambda n: rng.normal(size=(n, c["input_dim"])).astype("float32")  # noqa: E731
+        label = f"mlp {c['depth']}x{c['width']} batch {c['batch']}"
+    else:
+        c = TRANSFORMER_GPU if full else TRANSFORMER_CPU
+        model = transformer(**c)
+        make_x = lambda n: rng.integers(0, c["vocab"], size=(n, c["seq"])).astype("int32")  # noqa: E731
+        label = f"transformer {c['blocks']} blocks d={c['d']} seq {c['seq']} batch {c['batch']}"
+    model.compile(optimizer=keras.optimizers.Adam(1e-4),
+                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    return model, make_x, c["classes"], c["batch"], label
+
+
+def device_name() -> str:
+    backend = keras.backend.backend()
+    try:
+        if backend == "jax":
+            import jax  # lazy: only the JAX backend has it loaded
+
+            return str(jax.devices()[0])
+        if backend == "torch":
+            import torch  # lazy: only the torch backend has it loaded
+
+            return torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu"
+        import tensorflow as tf  # lazy: only the TensorFlow backend has it loaded
+
+        gpus = tf.config.list_physical_devices("GPU")
+        return gpus[0].name if gpus else "cpu"
+    except Exception:  # noqa: BLE001 - a label only
+        return "unknown"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", choices=("mlp", "transformer"), default="mlp")
+    parser.add_argument("--full", action="store_true",
+                        help="transformer: the GPU size (d=512, seq 128, batch 32)")
     parser.add_argument("--steps", type=int, default=120, help="steps per timed fit")
     parser.add_argument("--repeats", type=int, default=3, help="alternating repeats")
     parser.add_argument("--warn-variants", action="store_true",
                         help="also time on_nonfinite='warn' (no conditional update), to split "
                              "the cost of skipping NaN steps from the cost of the statistics")
     args = parser.parse_args()
+    if args.steps <= WARMUP_STEPS + 1:
+        parser.error(f"--steps must exceed {WARMUP_STEPS + 1}")
 
-    rng = np.random.default_rng(0)
-    x = rng.normal(size=(BATCH * args.steps, INPUT_DIM)).astype("float32")
-    y = rng.integers(0, CLASSES, size=BATCH * args.steps)
     configs: dict[str, tuple[int, str] | None] = {
         "none": None, "every=1": (1, "skip"), "every=100": (100, "skip")}
     if args.warn_variants:
         configs.update({"every=1,warn": (1, "warn"), "every=100,warn": (100, "warn")})
     models = {}
     for name in configs:
-        model = deep_mlp(DEPTH, width=WIDTH, input_dim=INPUT_DIM, num_classes=CLASSES, seed=0)
-        model.compile(optimizer=keras.optimizers.Adam(1e-4),
-                      loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+        model, make_x, classes, batch, label = build(args.model, args.full)
         models[name] = model
+    n = batch * args.steps
+    x = make_x(n)
+    y = np.random.default_rng(1).integers(0, classes, size=n)
 
     per_step: dict[str, list[float]] = {k: [] for k in configs}
     startup: dict[str, list[float]] = {k: [] for k in configs}
     for r in range(args.repeats + 1):  # repeat 0 warms up caches and is discarded
-        for name, setting in configs.items():
+        order = list(configs) if r % 2 else list(configs)[::-1]  # alternate the order too
+        for name in order:
+            setting = configs[name]
             timer = StepTimer()
             callbacks = [timer] if setting is None else [
                 GradientHealthMonitor(every=setting[0], on_nonfinite=setting[1]), timer]
-            models[name].fit(x, y, batch_size=BATCH, epochs=1, shuffle=False, verbose=0,
+            models[name].fit(x, y, batch_size=batch, epochs=1, shuffle=False, verbose=0,
                              callbacks=callbacks)
             if r:
                 per_step[name].append(timer.per_step())
                 startup[name].append(timer.first_steps())
 
     base = statistics.median(per_step["none"])
-    print(f"backend={keras.backend.backend()} depth={DEPTH} width={WIDTH} batch={BATCH} "
-          f"steps={args.steps} repeats={args.repeats}")
+    device = device_name()
+    print(f"backend={keras.backend.backend()} device={device} ({platform.processor() or '?'}) "
+          f"model={label} steps={args.steps} repeats={args.repeats} keras={keras.__version__}")
+    ratios = {}
     for name in configs:
         med = statistics.median(per_step[name])
-        print(f"{name:>15}: {1e3 * med:7.2f} ms/step  ratio {med / base:.3f}  "
-              f"(first {WARMUP_STEPS} steps incl. tracing: {statistics.median(startup[name]):.2f} s)")
+        ratios[name] = med / base
+        each = " ".join(f"{v / b:.3f}" for v, b in zip(per_step[name], per_step["none"],
+                                                         strict=True))
+        print(f"{name:>15}: {1e3 * med:8.2f} ms/step  ratio {ratios[name]:.3f}  "
+              f"(per repeat: {each}; first {WARMUP_STEPS} steps incl. tracing: "
+              f"{statistics.median(startup[name]):.2f} s)")
+    print(f"SUMMARY {keras.backend.backend()} {device} {args.model}: none "
+          f"{1e3 * base:.2f} ms/step; " + ", ".join(
+              f"{k} {v:.3f}x" for k, v in ratios.items() if k != "none"))
 
 
 if __name__ == "__main__":

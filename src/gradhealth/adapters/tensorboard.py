@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["create_writer", "write_histograms", "write_scalars"]
+__all__ = ["create_writer", "write_histogram_counts", "write_histograms", "write_scalars"]
 
 
 def create_writer(log_dir: str | Path) -> Any:
@@ -29,11 +29,19 @@ def create_writer(log_dir: str | Path) -> Any:
     return tf.summary.create_file_writer(str(log_dir))
 
 
-def write_scalars(writer: Any, step: int, scalars: dict[str, float]) -> None:
+def write_scalars(writer: Any, step: int, scalars: dict[str, float],
+                  flush: bool = True) -> None:
     """Write TensorBoard scalars with TensorFlow's core summary op.
 
     ``tf.summary.scalar`` needs the ``tensorboard`` package installed; ``tf.summary.write`` with
     the scalar plugin's metadata writes the same events with TensorFlow alone.
+
+    Args:
+        writer: From :func:`create_writer`.
+        step: The step the values belong to.
+        scalars: Tag -> value.
+        flush: Flush the event file afterwards (pass False when writing many steps at once
+            and flush once at the end).
     """
     import tensorflow as tf  # lazy: see create_writer
     from tensorflow.core.framework import summary_pb2  # lazy: see create_writer
@@ -44,7 +52,8 @@ def write_scalars(writer: Any, step: int, scalars: dict[str, float]) -> None:
         for tag, value in scalars.items():
             tf.summary.write(tag, tf.constant(float(value), dtype=tf.float32), step=step,
                              metadata=metadata)
-    writer.flush()
+    if flush:
+        writer.flush()
 
 
 def write_histograms(writer: Any, step: int, values: dict[str, np.ndarray],
@@ -73,3 +82,36 @@ def write_histograms(writer: Any, step: int, values: dict[str, np.ndarray],
             tf.summary.write(tag, tf.constant(tensor, dtype=tf.float64), step=step,
                              metadata=metadata)
     writer.flush()
+
+
+def write_histogram_counts(writer: Any, step: int,
+                           counts: dict[str, tuple[float, float, np.ndarray]],
+                           flush: bool = True) -> None:
+    """Write TensorBoard histograms from bucket counts already reduced (on the device).
+
+    Args:
+        writer: From :func:`create_writer`.
+        step: The step the histograms belong to.
+        counts: Tag -> ``(low, high, counts)``: ``len(counts)`` equal buckets over
+            ``[low, high]``. A histogram with no finite range or no entries is left out.
+        flush: Flush the event file afterwards.
+    """
+    import tensorflow as tf  # lazy: see create_writer
+    from tensorflow.core.framework import summary_pb2  # lazy: see create_writer
+
+    metadata = summary_pb2.SummaryMetadata()
+    metadata.plugin_data.plugin_name = "histograms"
+    with writer.as_default(step=step):
+        for tag, (low, high, c) in counts.items():
+            c = np.asarray(c, dtype=np.float64).ravel()
+            low, high = float(low), float(high)
+            if c.size == 0 or not (np.isfinite(low) and np.isfinite(high)) or c.sum() == 0:
+                continue
+            if low == high:
+                low, high = low - 0.5, high + 0.5
+            edges = np.linspace(low, high, c.size + 1)
+            tensor = np.stack([edges[:-1], edges[1:], c], axis=1)
+            tf.summary.write(tag, tf.constant(tensor, dtype=tf.float64), step=step,
+                             metadata=metadata)
+    if flush:
+        writer.flush()

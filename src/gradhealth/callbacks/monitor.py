@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import math
 import os
+import time
 import warnings
 from pathlib import Path
 from typing import Any
@@ -53,13 +54,20 @@ from gradhealth._internal.validation import check_choice, check_positive_float, 
 from gradhealth.adapters import tensorboard
 from gradhealth.adapters.keras_compat import jax_train_state_value
 from gradhealth.core.detect import DEFAULT_MAX_NORM, GLOBAL, Alert, ExplosionDetector
-from gradhealth.core.stats import STAT_COLUMNS, combine_norms
+from gradhealth.core.stats import STAT_COLUMNS
 from gradhealth.core.thresholds import Thresholds
 from gradhealth.ops.stats import DEVICE_STATS
-from gradhealth.optim.monitoring import C_LAST_NONFINITE, C_NONFINITE, MonitoringOptimizer
+from gradhealth.optim.monitoring import (
+    C_LAST_NONFINITE,
+    C_NONFINITE,
+    DEFAULT_BUFFER_STEPS,
+    DEFAULT_HISTOGRAM_BUCKETS,
+    MonitoringOptimizer,
+)
 from gradhealth.report.monitor_plots import plot_monitor
 
-__all__ = ["HISTORY_COLUMNS", "GradientHealthMonitor", "GradientHealthWarning"]
+__all__ = ["DEFAULT_PULL_SECONDS", "HISTORY_COLUMNS", "GradientHealthMonitor",
+           "GradientHealthWarning"]
 
 ON_NONFINITE: tuple[str, ...] = ("skip", "stop", "warn")
 ON_EXPLOSION: tuple[str, ...] = ("warn", "stop", "clip")
@@ -67,6 +75,15 @@ EXPLOSION_KINDS: tuple[str, ...] = ("threshold", "growth", "spike")
 HISTORY_COLUMNS: tuple[str, ...] = ("step", "epoch", "batch", "loss", "layer", "variable", "path",
                                     *STAT_COLUMNS, "connected", "global_norm", "skipped",
                                     "status")
+
+DEFAULT_PULL_SECONDS: float = 5.0
+"""Pull the device ring at least this often (seconds) while logged steps are pending, so a slow
+run's alerts arrive within seconds even before ``buffer_steps`` logged steps have filled it. A
+pull costs about a millisecond of host work, so every 5 s it is invisible."""
+
+
+def _layer_of(path: str) -> str:
+    return path.rsplit("/", 1)[0] if "/" in path else path
 
 
 class GradientHealthWarning(RuntimeWarning):
@@ -92,10 +109,23 @@ class GradientHealthMonitor(keras.callbacks.Callback):
         log_dir: Folder for TensorBoard event files (per-layer norm and ratio scalars, the
             global norm and the loss). Needs TensorFlow installed (it is a gradhealth
             dependency); view them with ``tensorboard --logdir`` (``pip install tensorboard``).
-        csv: Path of a CSV log, rewritten at the start of each ``fit`` and appended (one
-            complete write, flushed) at every logged step, so a killed run leaves a readable
-            log.
+            Per-variable gradient histograms are added (their bucket counts are reduced on
+            the device, only when ``log_dir`` is set).
+        csv: Path of a CSV log, rewritten at the start of each ``fit`` and appended with whole
+            steps at every pull (one write, then fsync), so a killed run leaves a file that
+            pandas reads, holding every step pulled before the kill.
         verbose: When truthy, alerts are also printed.
+        buffer_steps: Logged steps kept on the device between pulls
+            (:data:`gradhealth.optim.monitoring.DEFAULT_BUFFER_STEPS`).
+        pull_seconds: Pull at least this often while steps are pending
+            (:data:`DEFAULT_PULL_SECONDS`).
+
+    Statistics are accumulated on the device and pulled every ``buffer_steps`` logged steps,
+    every ``pull_seconds``, at the end of each epoch and when ``history`` is read. A crash
+    (``kill -9``) loses the logged steps not yet pulled: at most ``buffer_steps`` logged steps
+    or ``pull_seconds`` of training. ``on_nonfinite="stop"`` reads the three step counters
+    every step and ``on_explosion="stop"`` pulls every logged step, so that training stops right
+    after the step that fired.
 
     Raises:
         ValueError, TypeError: Invalid arguments (named in the message).
@@ -109,9 +139,12 @@ class GradientHealthMonitor(keras.callbacks.Callback):
     def __init__(self, every: int = 1, on_nonfinite: str = "skip", on_explosion: str = "warn",
                  max_norm: float = DEFAULT_MAX_NORM, detector: ExplosionDetector | None = None,
                  log_dir: str | os.PathLike | None = None, csv: str | os.PathLike | None = None,
-                 verbose: bool = False) -> None:
+                 verbose: bool = False, buffer_steps: int = DEFAULT_BUFFER_STEPS,
+                 pull_seconds: float = DEFAULT_PULL_SECONDS) -> None:
         super().__init__()
         self.every = check_positive_int("every", every)
+        self.buffer_steps = check_positive_int("buffer_steps", buffer_steps)
+        self.pull_seconds = check_positive_float("pull_seconds", pull_seconds)
         self.on_nonfinite = check_choice("on_nonfinite", on_nonfinite, ON_NONFINITE)
         self.on_explosion = check_choice("on_explosion", on_explosion, ON_EXPLOSION)
         self.max_norm = check_positive_float("max_norm", max_norm)
@@ -131,8 +164,16 @@ class GradientHealthMonitor(keras.callbacks.Callback):
         self._reset_state()
 
     # -- state --------------------------------------------------------------------------------
+    @property
+    def _pull_block(self) -> int:
+        """Pending logged steps that trigger a pull (1 when a stop policy needs every step)."""
+        return 1 if self.on_explosion == "stop" else self.buffer_steps
+
     def _reset_state(self) -> None:
-        self._rows: list[dict[str, Any]] = []
+        self._blocks: list[dict[str, Any]] = []
+        self._frames: list[pd.DataFrame] = []
+        self._pending: list[tuple[int, int, int, float]] = []
+        self._last_pull = time.monotonic()
         self._frame: pd.DataFrame | None = None
         self.alerts: list[Alert] = []
         self.skipped_steps: list[int] = []
@@ -146,9 +187,14 @@ class GradientHealthMonitor(keras.callbacks.Callback):
     def history(self) -> pd.DataFrame:
         """Tidy DataFrame, one row per (logged step, trainable variable), columns
         :data:`HISTORY_COLUMNS`; ``status`` is ``ok``, ``vanishing``, ``exploding`` or
-        ``nonfinite``."""
+        ``nonfinite``. Reading it pulls the steps still on the device."""
+        if self._pending and self._optimizer is not None:
+            self._pull()
         if self._frame is None:
-            self._frame = pd.DataFrame(self._rows, columns=list(HISTORY_COLUMNS))
+            self._frames.extend(self._block_frame(b) for b in self._blocks)
+            self._blocks = []
+            self._frame = (pd.concat(self._frames, ignore_index=True) if self._frames
+                           else pd.DataFrame(columns=list(HISTORY_COLUMNS)))
         return self._frame
 
     @property
@@ -169,7 +215,17 @@ class GradientHealthMonitor(keras.callbacks.Callback):
             optimizer = optimizer.inner_optimizer
         return MonitoringOptimizer(
             optimizer, every=self.every, skip_nonfinite=self.on_nonfinite != "warn",
-            clip_norm=self.max_norm if self.on_explosion == "clip" else None)
+            clip_norm=self.max_norm if self.on_explosion == "clip" else None,
+            buffer_steps=self.buffer_steps, histogram_buckets=self._histogram_buckets)
+
+    @property
+    def _histogram_buckets(self) -> int:
+        return DEFAULT_HISTOGRAM_BUCKETS if self.log_dir is not None else 0
+
+    def _wrapper_settings(self) -> tuple[Any, ...]:
+        return (self.every, self.on_nonfinite != "warn",
+                self.max_norm if self.on_explosion == "clip" else None, self.buffer_steps,
+                self._histogram_buckets)
 
     def set_model(self, model: keras.Model) -> None:
         """Install the monitoring optimizer on ``model`` (called by ``fit``)."""
@@ -194,9 +250,9 @@ class GradientHealthMonitor(keras.callbacks.Callback):
         super().set_model(model)
         if optimizer is not self._optimizer:
             wrapper = optimizer if isinstance(optimizer, MonitoringOptimizer) else None
-            if wrapper is None or (wrapper.every, wrapper.skip_nonfinite, wrapper.clip_norm) != (
-                    self.every, self.on_nonfinite != "warn",
-                    self.max_norm if self.on_explosion == "clip" else None):
+            if wrapper is None or (wrapper.every, wrapper.skip_nonfinite, wrapper.clip_norm,
+                                   wrapper.buffer_steps, wrapper.histogram_buckets
+                                   ) != self._wrapper_settings():
                 wrapper = self.wrap(optimizer)
             if not wrapper.built and model.built:
                 # Create the variables now: a tf.function that creates variables while tracing
@@ -240,15 +296,29 @@ class GradientHealthMonitor(keras.callbacks.Callback):
     def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
         step = self._step
         self._step += 1
-        log_now = step % self.every == 0
-        if log_now or self.on_nonfinite == "stop":
-            self._check_nonfinite(step)
-        if log_now:
-            self._log_step(step, int(batch), logs or {})
+        if step % self.every == 0:
+            loss = (logs or {}).get("loss", math.nan)
+            self._pending.append((step, self._epoch, int(batch),
+                                  float(loss) if loss is not None else math.nan))
+        if self.on_nonfinite == "stop":
+            # Stopping right after the bad step needs its flag now: 3 numbers every step.
+            counters = self._read(self._optimizer.counters)
+            if int(counters[C_NONFINITE]) > self._seen_nonfinite:
+                self._pull(counters)
+                return
+        if not self._pending:
+            return
+        if (len(self._pending) >= self._pull_block
+                or time.monotonic() - self._last_pull >= self.pull_seconds):
+            self._pull()
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        if self._optimizer is not None and self._optimizer.built:
+            self._pull()
 
     def on_train_end(self, logs: dict | None = None) -> None:
         if self._optimizer is not None and self._optimizer.built:
-            self._check_nonfinite(self._step - 1)
+            self._pull()
         if self._writer is not None:
             self._writer.flush()
             self._writer.close()
@@ -256,93 +326,162 @@ class GradientHealthMonitor(keras.callbacks.Callback):
         self._uninstall()
 
     # -- work -----------------------------------------------------------------------------------
-    def _check_nonfinite(self, step: int) -> None:
+    def _pull(self, counters: np.ndarray | None = None) -> None:
+        """Pull the device ring (one copy of a few kB) and process every pending logged step,
+        in step order: history, non-finite alerts, explosion detectors, CSV and TensorBoard."""
         wrapper = self._optimizer
-        counters = self._read(wrapper.counters)
+        self._last_pull = time.monotonic()
+        if wrapper is None or not wrapper.built:
+            return
+        if counters is None:
+            counters = self._read(wrapper.counters)
+        pending, self._pending = self._pending, []
+        block = None
+        if pending:
+            ring = self._read(wrapper.ring)
+            slots = {int(s): i for i, s in enumerate(self._read(wrapper.ring_steps)) if s >= 0}
+            kept = [p for p in pending if p[0] in slots]
+            if len(kept) < len(pending):
+                warnings.warn(f"{len(pending) - len(kept)} logged steps were overwritten on the "
+                              "device before they were read (buffer_steps too small for "
+                              "this run's pulls); they are missing from the history.",
+                              GradientHealthWarning, stacklevel=2)
+            if kept:
+                idx = [slots[p[0]] for p in kept]
+                hist = (self._read(wrapper.hist_ring)[idx]
+                        if wrapper.hist_ring is not None else None)
+                block = self._make_block(kept, ring[idx].astype(np.float64), hist)
+        bad_logged = self._check_nonfinite(counters, block)
+        if block is not None:
+            self._run_detectors(block, bad_logged)
+            self._blocks.append(block)
+            self._frame = None
+            if self.csv is not None:
+                self._append_csv(block)
+            if self._writer is not None:
+                self._write_tensorboard(block)
+
+    def _make_block(self, pending: list[tuple[int, int, int, float]], stats: np.ndarray,
+                    hist: np.ndarray | None) -> dict[str, Any]:
+        """The history rows of ``k`` logged steps as arrays (``stats``: ``(k, n, 8)``)."""
+        wrapper = self._optimizer
+        paths = wrapper.monitored_paths
+        k, n = len(pending), len(paths)
+        stats = stats[:, :n]
+        col = {name: stats[:, :, i] for i, name in enumerate(DEVICE_STATS)}
+        gn, wn, nf = col["grad_norm"], col["weight_norm"], col["nonfinite_count"]
+        with np.errstate(divide="ignore", invalid="ignore"):
+            ratio = np.where(wn > 0, gn / np.where(wn > 0, wn, 1.0), np.nan)
+        connected = np.asarray(wrapper.connected if wrapper.connected else [True] * n, bool)
+        step_bad = (nf > 0).any(axis=1)
+        status = np.full((k, n), "ok", dtype=object)
+        status[connected[None, :] & (gn < Thresholds().vanishing_norm)] = "vanishing"
+        status[gn > self.max_norm] = "exploding"
+        status[nf > 0] = "nonfinite"
+        sq = np.where(np.isfinite(gn), gn, 0.0) ** 2
+        # A step whose gradients hold NaN/inf has no meaningful global norm: NaN (the
+        # per-variable norms still describe the finite entries, as tensor_stats does).
+        gnorm = np.where(step_bad, np.nan, np.sqrt(sq.sum(axis=1)))
+        layers = self._layers
+        layer_norms = {name: np.sqrt(sq[:, idx].sum(axis=1)) for name, idx in layers.items()}
+        meta = np.array([p[:3] for p in pending], dtype=np.int64).reshape(k, 3)
+        return {"paths": list(paths), "steps": meta[:, 0], "epochs": meta[:, 1], "batches": meta[:, 2],
+                "losses": np.array([p[3] for p in pending], dtype=np.float64),
+                "stats": col, "ratio": ratio, "status": status, "connected": connected,
+                "global_norm": gnorm, "step_bad": step_bad,
+                "skipped": step_bad & wrapper._skips(), "layer_norms": layer_norms,
+                "hist": hist}
+
+    @property
+    def _layers(self) -> dict[str, list[int]]:
+        layers: dict[str, list[int]] = {}
+        for i, path in enumerate(self._optimizer.monitored_paths):
+            layers.setdefault(_layer_of(path), []).append(i)
+        return layers
+
+    def _check_nonfinite(self, counters: np.ndarray, block: dict[str, Any] | None) -> list[int]:
+        """Alerts for the non-finite steps since the last pull; returns the logged ones."""
+        wrapper = self._optimizer
         total = int(counters[C_NONFINITE])
         new = total - self._seen_nonfinite
         if new <= 0:
-            return
+            return []
         self._seen_nonfinite = total
+        bad = [int(s) for s in block["steps"][block["step_bad"]]] if block is not None else []
         last = int(counters[C_LAST_NONFINITE])
+        unlogged = new - len(bad)
+        steps = sorted(set(bad) | ({last} if unlogged > 0 else set()))
         if wrapper._skips():
-            self.skipped_steps.append(last)
+            self.skipped_steps.extend(steps)
         if wrapper.loss_scaled:
-            return  # overflow steps are handled by the LossScaleOptimizer (see module notes)
+            return bad  # overflow steps are handled by the LossScaleOptimizer (see module notes)
         action = {"skip": "update skipped", "stop": "update skipped; stopping",
                   "warn": "update APPLIED (on_nonfinite='warn')"}[self.on_nonfinite]
-        extra = f" ({new} such steps since the last check)" if new > 1 else ""
-        self._alert(Alert(last, "nonfinite", GLOBAL, math.nan, math.nan, float(new),
-                          f"step {last}: non-finite gradients{extra}; {action}"),
-                    warn=self.on_nonfinite != "skip")
+        for step in steps:
+            extra = ""
+            if step == last and unlogged > 1:
+                extra = f" ({unlogged} such steps between logged steps, the last shown)"
+            self._alert(Alert(step, "nonfinite", GLOBAL, math.nan, math.nan, float(new),
+                              f"step {step}: non-finite gradients{extra}; {action}"),
+                        warn=self.on_nonfinite != "skip")
         if self.on_nonfinite == "stop" and self._model is not None:
             self._model.stop_training = True
             if self.stopped_at is None:
-                self.stopped_at = last
+                self.stopped_at = steps[0]
+        return bad
 
     def _alert(self, alert: Alert, warn: bool) -> None:
         self.alerts.append(alert)
         if warn:
-            warnings.warn(alert.message, GradientHealthWarning, stacklevel=3)
+            warnings.warn(alert.message, GradientHealthWarning, stacklevel=4)
         if self.verbose:
             print(f"[gradhealth] {alert.message}")
 
-    def _log_step(self, step: int, batch: int, logs: dict) -> None:
-        wrapper = self._optimizer
-        stats = self._read(wrapper.stats)
-        loss = logs.get("loss", math.nan)
-        loss = float(loss) if loss is not None else math.nan
-        paths = wrapper.monitored_paths
-        connected = list(wrapper.connected) if wrapper.connected else [True] * len(paths)
-        skipped = bool(self.skipped_steps and self.skipped_steps[-1] == step)
-        t = Thresholds()
-        layer_norms: dict[str, list[float]] = {}
-        rows = []
-        for i, path in enumerate(paths):
-            s = dict(zip(DEVICE_STATS, (float(v) for v in stats[i]), strict=True))
-            s["nonfinite_count"] = int(round(s["nonfinite_count"]))
-            wn = s["weight_norm"]
-            s["grad_to_weight"] = s["grad_norm"] / wn if wn > 0 else math.nan
-            layer = path.rsplit("/", 1)[0] if "/" in path else path
-            layer_norms.setdefault(layer, []).append(s["grad_norm"])
-            if s["nonfinite_count"] > 0:
-                status = "nonfinite"
-            elif s["grad_norm"] > self.max_norm:
-                status = "exploding"
-            elif connected[i] and s["grad_norm"] < t.vanishing_norm:
-                status = "vanishing"
-            else:
-                status = "ok"
-            rows.append({"step": step, "epoch": self._epoch, "batch": batch, "loss": loss,
-                         "layer": layer, "variable": path.rsplit("/", 1)[-1], "path": path,
-                         **{c: s[c] for c in STAT_COLUMNS}, "connected": connected[i],
-                         "global_norm": math.nan, "skipped": skipped, "status": status})
-        # A step whose gradients hold NaN/inf has no meaningful global norm: report NaN (the
-        # per-variable norms still describe the finite entries, as tensor_stats does).
-        any_bad = any(r["nonfinite_count"] > 0 for r in rows)
-        gnorm = math.nan if any_bad else combine_norms([r["grad_norm"] for r in rows])
-        for r in rows:
-            r["global_norm"] = gnorm
-        self._rows.extend(rows)
-        self._frame = None
-        norms = {k: combine_norms(v) for k, v in layer_norms.items()}
-        for alert in self.detector.update(step, norms, global_norm=gnorm):
-            if alert.kind == "nonfinite":
-                continue  # reported from the device counters instead
-            self._alert(alert, warn=True)
-            if self.on_explosion == "stop" and alert.kind in EXPLOSION_KINDS:
-                self._model.stop_training = True
-                if self.stopped_at is None:
-                    self.stopped_at = step
-        if self.csv is not None:
-            self._append_csv(rows)
-        if self._writer is not None:
-            self._write_tensorboard(step, norms, rows, gnorm, loss)
+    def _run_detectors(self, block: dict[str, Any], bad_logged: list[int]) -> None:
+        """The explosion detectors over the block's steps, in step order."""
+        names = list(block["layer_norms"])
+        norms = np.stack([block["layer_norms"][k] for k in names], axis=1) if names else None
+        for i, step in enumerate(block["steps"]):
+            step = int(step)
+            layer_norms = dict(zip(names, norms[i].tolist(), strict=True)) if names else {}
+            for alert in self.detector.update(step, layer_norms,
+                                              global_norm=float(block["global_norm"][i])):
+                if alert.kind == "nonfinite":
+                    continue  # reported from the device counters instead
+                self._alert(alert, warn=True)
+                if self.on_explosion == "stop" and alert.kind in EXPLOSION_KINDS:
+                    self._model.stop_training = True
+                    if self.stopped_at is None:
+                        self.stopped_at = step
 
-    def _append_csv(self, rows: list[dict[str, Any]]) -> None:
-        text = pd.DataFrame(rows, columns=list(HISTORY_COLUMNS)).to_csv(header=False, index=False)
-        # One write of whole lines on an O_APPEND descriptor, then fsync: a run killed between
-        # logged steps leaves only complete rows.
+    def _block_frame(self, block: dict[str, Any]) -> pd.DataFrame:
+        paths = block["paths"]
+        k, n = len(block["steps"]), len(paths)
+        rep = lambda a: np.repeat(np.asarray(a), n)  # noqa: E731
+        tile = lambda a: np.tile(np.asarray(a, dtype=object), k)  # noqa: E731
+        st = block["stats"]
+        data: dict[str, Any] = {
+            "step": rep(block["steps"]), "epoch": rep(block["epochs"]),
+            "batch": rep(block["batches"]), "loss": rep(block["losses"]),
+            "layer": tile([_layer_of(p) for p in paths]),
+            "variable": tile([p.rsplit("/", 1)[-1] for p in paths]), "path": tile(paths)}
+        for c in STAT_COLUMNS:
+            if c == "grad_to_weight":
+                data[c] = block["ratio"].reshape(-1)
+            elif c == "nonfinite_count":
+                data[c] = np.rint(st[c]).astype(np.int64).reshape(-1)
+            else:
+                data[c] = st[c].reshape(-1)
+        data["connected"] = np.tile(block["connected"], k)
+        data["global_norm"] = rep(block["global_norm"])
+        data["skipped"] = rep(block["skipped"])
+        data["status"] = block["status"].reshape(-1)
+        return pd.DataFrame(data, columns=list(HISTORY_COLUMNS))
+
+    def _append_csv(self, block: dict[str, Any]) -> None:
+        text = self._block_frame(block).to_csv(header=False, index=False)
+        # Whole steps in one write on an O_APPEND descriptor, then fsync: a run killed at any
+        # moment leaves only complete rows of complete steps.
         fd = os.open(self.csv, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
         try:
             os.write(fd, text.encode("utf-8"))
@@ -350,16 +489,24 @@ class GradientHealthMonitor(keras.callbacks.Callback):
         finally:
             os.close(fd)
 
-    def _write_tensorboard(self, step: int, norms: dict[str, float], rows: list[dict[str, Any]],
-                           gnorm: float, loss: float) -> None:
-        ratios: dict[str, float] = {}
-        for r in rows:
-            if r["variable"] == "kernel":
-                ratios[r["layer"]] = r["grad_to_weight"]
-        scalars = {"gradients/global_norm": gnorm, "loss": loss}
-        scalars.update({f"grad_norm/{k}": v for k, v in norms.items()})
-        scalars.update({f"grad_to_weight/{k}": v for k, v in ratios.items()})
-        tensorboard.write_scalars(self._writer, step, scalars)
+    def _write_tensorboard(self, block: dict[str, Any]) -> None:
+        paths = block["paths"]
+        kernels = [i for i, p in enumerate(paths) if p.rsplit("/", 1)[-1] == "kernel"]
+        for i, step in enumerate(block["steps"]):
+            scalars = {"gradients/global_norm": float(block["global_norm"][i]),
+                       "loss": float(block["losses"][i])}
+            scalars.update({f"grad_norm/{k}": float(v[i])
+                            for k, v in block["layer_norms"].items()})
+            scalars.update({f"grad_to_weight/{_layer_of(paths[j])}": float(block["ratio"][i, j])
+                            for j in kernels})
+            tensorboard.write_scalars(self._writer, int(step), scalars, flush=False)
+            if block["hist"] is not None:
+                m = block["stats"]["grad_max_abs"][i]
+                tensorboard.write_histogram_counts(
+                    self._writer, int(step),
+                    {f"grad_hist/{p}": (-m[j], m[j], block["hist"][i, j])
+                     for j, p in enumerate(paths)}, flush=False)
+        self._writer.flush()
 
     # -- figures ------------------------------------------------------------------------------
     def plot(self, kind: str = "both") -> Any:

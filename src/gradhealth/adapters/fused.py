@@ -1,0 +1,77 @@
+"""Fused kernels for the monitor's per-variable statistics, per backend.
+
+The statistics of :mod:`gradhealth.ops.stats` are written once with ``keras.ops``; how they run
+fast differs per backend:
+
+* **JAX** trains inside ``jit``: XLA already fuses each pass into one loop per variable, so the
+  ``keras.ops`` functions are used as they are.
+* **TensorFlow** runs the ``keras.ops`` functions in its graph (on a GPU Keras compiles the
+  step with XLA, which fuses them). On a CPU an XLA-compiled stats function
+  (``tf.function(jit_compile=True)``) was measured slower than the plain graph and took 5-10 s
+  to compile per ``fit``, so it is not used. ``tf.IndexedSlices`` gradients (Embedding layers)
+  are made dense first, so the statistics are those of the dense gradient.
+* **torch**: Keras' torch backend runs the train step eagerly, so each per-variable
+  ``keras.ops`` call is a Python call. :mod:`gradhealth.adapters.torch_kernels` computes the
+  same numbers with multi-tensor ``torch._foreach_*`` kernels (one call over all variables).
+
+:func:`stats_kernels` returns the four functions for the running backend.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import keras
+
+__all__ = ["StatsKernels", "stats_kernels"]
+
+
+@dataclass(frozen=True)
+class StatsKernels:
+    """The monitor's device passes (see :mod:`gradhealth.ops.stats` for their contracts)."""
+
+    grad_scan: Callable[[list[Any]], Any]
+    nonfinite_counts: Callable[[list[Any]], Any]
+    scaled_sums: Callable[[list[Any], list[Any], Any], Any]
+    grad_histograms: Callable[[list[Any], Any, int], Any]
+
+
+def _tf_dense(kernels: StatsKernels) -> StatsKernels:
+    import tensorflow as tf  # lazy: only the TensorFlow backend needs it
+
+    def dense(grads: list[Any]) -> list[Any]:
+        return [tf.convert_to_tensor(g) if isinstance(g, tf.IndexedSlices) else g for g in grads]
+
+    return StatsKernels(
+        grad_scan=lambda grads: kernels.grad_scan(dense(grads)),
+        nonfinite_counts=lambda grads: kernels.nonfinite_counts(dense(grads)),
+        scaled_sums=lambda grads, weights, s: kernels.scaled_sums(dense(grads), weights, s),
+        grad_histograms=lambda grads, s, buckets: kernels.grad_histograms(dense(grads), s,
+                                                                          buckets),
+    )
+
+
+def stats_kernels(generic: StatsKernels, backend: str | None = None) -> StatsKernels:
+    """The fastest implementation of ``generic`` (the ``keras.ops`` passes) on ``backend``.
+
+    Args:
+        generic: The ``keras.ops`` implementations (:mod:`gradhealth.ops.stats`).
+        backend: A Keras backend name (default: the running one).
+
+    Returns:
+        JAX: ``generic`` itself; TensorFlow: the same functions on dense gradients; torch: the
+        ``torch._foreach`` kernels of :mod:`gradhealth.adapters.torch_kernels`.
+    """
+    name = backend or keras.backend.backend()
+    if name == "tensorflow":
+        return _tf_dense(generic)
+    if name == "torch":
+        torch_kernels = importlib.import_module("gradhealth.adapters.torch_kernels")
+        return StatsKernels(grad_scan=torch_kernels.grad_scan,
+                            nonfinite_counts=torch_kernels.nonfinite_counts,
+                            scaled_sums=torch_kernels.scaled_sums,
+                            grad_histograms=torch_kernels.grad_histograms)
+    return generic

@@ -1,0 +1,157 @@
+"""The monitor's statistics on torch with multi-tensor kernels (``torch._foreach_*``).
+
+Keras' torch backend runs the train step eagerly, so the ``keras.ops`` formulation of
+:mod:`gradhealth.ops.stats` costs a dozen Python calls per variable. Here each pass is one
+``torch._foreach_norm`` call over all variables (the fused kernel behind
+``torch.nn.utils.clip_grad_norm_``), plus one call per matrix for the per-unit maxima. The
+results match :mod:`gradhealth.ops.stats` column for column.
+
+Scaling: a norm computed directly in float32 is exact when the largest magnitude ``m`` lies
+within :data:`DIRECT_RANGE` (nothing overflows, and entries whose squares underflow contribute
+less than 1e-20 of the total); outside it, and for tensors holding NaN/inf, the gradients are
+divided by ``m`` first, as on the other backends.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+
+__all__ = ["DIRECT_RANGE", "grad_histograms", "grad_scan", "nonfinite_counts", "scaled_sums"]
+
+DIRECT_RANGE: tuple[float, float] = (2.0 ** -20, 2.0 ** 40)
+"""Largest magnitudes ``m`` for which float32 sums of squares need no scaling: ``m >= 2^-20``
+puts ``m^2`` at >= 1e-12, so squares that underflow (< 1.2e-38) weigh < 1e-26 each relative to
+it; ``m <= 2^40`` keeps ``n m^2 < 3.4e38`` (float32's largest) for any ``n < 2.8e14``."""
+
+_INF = math.inf
+
+
+def _f32(grads: list[Any]) -> list[torch.Tensor]:
+    return [torch.as_tensor(g).detach().to(torch.float32) for g in grads]
+
+
+def _units(g: torch.Tensor) -> torch.Tensor:
+    return g.reshape(-1, g.shape[-1]) if g.dim() >= 2 else g.reshape(1, -1)
+
+
+def _scan_exact(g: torch.Tensor) -> list[torch.Tensor]:
+    """One variable's scan over its finite entries only (a tensor holding NaN/inf)."""
+    if g.numel() == 0:
+        z = torch.zeros((), device=g.device)
+        return [z, z, z, z]
+    finite = torch.isfinite(g)
+    a = torch.where(finite, g.abs(), torch.zeros_like(g))
+    unit_max = _units(a).amax(0)
+    unit_bad = _units((~finite).to(torch.float32)).sum(0)
+    dead = ((unit_max == 0) & (unit_bad == 0)).to(torch.float32).mean()
+    if g.dim() == 0:
+        dead = torch.zeros((), device=g.device)
+    return [unit_max.max(), (~finite).sum().to(torch.float32),
+            (g == 0).sum().to(torch.float32), dead]
+
+
+def grad_scan(grads: list[Any]) -> torch.Tensor:
+    """``(n, 4)`` = ``[m, nonfinite, zeros, dead_fraction]`` (see ``ops.stats.grad_scan``)."""
+    gs = _f32(grads)
+    # One pass per matrix: the largest |g| of each unit (column); NaN/inf propagate.
+    cols = [torch.linalg.vector_norm(_units(g), ord=_INF, dim=0) if g.dim() >= 2
+            else g.abs().reshape(-1) for g in gs]
+    m = torch.stack(torch._foreach_norm(cols, _INF))
+    if not bool(torch.isfinite(m).all()):
+        return torch.stack([torch.stack(_scan_exact(g)) for g in gs])
+    sizes = torch.tensor([g.numel() for g in gs], dtype=torch.float32, device=m.device)
+    nonzero = torch.stack(torch._foreach_norm(gs, 0))
+    live_units = torch.stack(torch._foreach_norm(cols, 0))
+    n_units = torch.tensor([c.numel() for c in cols], dtype=torch.float32, device=m.device)
+    dead = torch.where(n_units > 0, 1.0 - live_units / n_units.clamp(min=1.0),
+                       torch.zeros_like(m))
+    scalar = torch.tensor([g.dim() == 0 for g in gs], device=m.device)
+    dead = torch.where(scalar, torch.zeros_like(dead), dead)
+    return torch.stack([m, torch.zeros_like(m), sizes - nonzero, dead], dim=1)
+
+
+def nonfinite_counts(grads: list[Any]) -> torch.Tensor:
+    """Per variable, positive where the gradient holds NaN/inf (one ``_foreach_norm`` call)."""
+    m = torch.stack(torch._foreach_norm(_f32(grads), _INF))
+    return (~torch.isfinite(m)).to(torch.float32)
+
+
+def _direct(m: torch.Tensor) -> bool:
+    lo, hi = DIRECT_RANGE
+    return bool(((m >= lo) & (m <= hi)).all())
+
+
+def _inverse(m: torch.Tensor) -> torch.Tensor:
+    """A power of two near ``1 / m`` (exact scaling; see ``ops.stats._inverse``), 1 for 0/inf."""
+    ok = torch.isfinite(m) & (m > 0)
+    e = torch.floor(torch.log2(torch.where(ok, m, torch.ones_like(m)))).clamp(-126.0, 126.0)
+    return torch.where(ok, torch.pow(2.0, -e), torch.ones_like(m))
+
+
+def _sums_exact(g: torch.Tensor, m: torch.Tensor) -> list[torch.Tensor]:
+    g = g.reshape(-1)
+    finite = torch.isfinite(g)
+    inv = _inverse(m)
+    q = torch.where(torch.isfinite(m) & (m > 0), m * inv, torch.ones_like(m))  # in [1, 2)
+    s = torch.where(finite, g, torch.zeros_like(g)) * inv
+    var = _shifted_var(s[finite])
+    return [(s * s).sum() / (q * q), s.abs().sum() / q, var / (q * q)]
+
+
+def _shifted_var(x: torch.Tensor) -> torch.Tensor:
+    """Population variance of ``x`` after subtracting its first entry: entries far from zero
+    (mean >> std) keep their float32 precision (Chan, Golub & LeVeque 1983)."""
+    x = x.reshape(-1)
+    if x.numel() <= 1:
+        return x.new_zeros(())
+    return (x - x[0]).var(correction=0)
+
+
+def _weight_norms(ws: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    mw = torch.stack(torch._foreach_norm(ws, _INF))
+    if bool(torch.isfinite(mw).all()) and _direct(mw[mw > 0]):
+        norm = torch.stack(torch._foreach_norm(ws, 2))
+        return mw, torch.where(mw > 0, (norm / torch.where(mw > 0, mw, 1.0)) ** 2, 0.0)
+    out_m, out_s = [], []
+    for w in ws:
+        wf = torch.where(torch.isfinite(w), w, torch.zeros_like(w))
+        m = wf.abs().max() if wf.numel() else torch.zeros((), device=w.device)
+        s = wf / torch.where(m > 0, m, torch.ones_like(m))
+        out_m.append(m)
+        out_s.append((s * s).sum())
+    return torch.stack(out_m), torch.stack(out_s)
+
+
+def scaled_sums(grads: list[Any], weights: list[Any], scan: torch.Tensor) -> torch.Tensor:
+    """``(n, 5)`` = ``[sum s^2, sum |s|, var(s), m_w, sum s_w^2]`` (see ``ops.stats.scaled_sums``)."""
+    gs = _f32(grads)
+    ws = _f32(weights)
+    m = scan[:, 0]
+    clean = bool((scan[:, 1] == 0).all())
+    if clean and _direct(m[m > 0]):
+        safe = torch.where(m > 0, m, torch.ones_like(m))
+        sumsq = (torch.stack(torch._foreach_norm(gs, 2)) / safe) ** 2
+        sumabs = torch.stack(torch._foreach_norm(gs, 1)) / safe
+        var = torch.stack([_shifted_var(g) for g in gs]) / (safe * safe)
+    else:
+        rows = [_sums_exact(g, m[i]) for i, g in enumerate(gs)]
+        sumsq, sumabs, var = (torch.stack([r[j] for r in rows]) for j in range(3))
+    mw, sumsq_w = _weight_norms(ws)
+    return torch.stack([sumsq, sumabs, var, mw, sumsq_w], dim=1).to(torch.float32)
+
+
+def grad_histograms(grads: list[Any], scan: torch.Tensor, buckets: int) -> torch.Tensor:
+    """``(n, buckets)`` counts over ``[-m, m]`` (see ``ops.stats.grad_histograms``)."""
+    rows = []
+    for i, g in enumerate(_f32(grads)):
+        g = g.reshape(-1)
+        finite = torch.isfinite(g)
+        m = scan[i, 0]
+        s = torch.where(finite, g, torch.zeros_like(g)) / torch.where(
+            torch.isfinite(m) & (m > 0), m, torch.ones_like(m))
+        idx = torch.clamp(torch.floor((s + 1.0) * (buckets / 2.0)), 0, buckets - 1).long()
+        rows.append(torch.bincount(idx[finite], minlength=buckets).to(torch.float32))
+    return torch.stack(rows)

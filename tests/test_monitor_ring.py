@@ -1,0 +1,170 @@
+"""The monitor's device ring buffer and its statistics, against the float64 reference.
+
+Gradients are applied by hand through the wrapper (no fit), so each step's gradients are known
+exactly; every statistic is compared with :func:`gradhealth.core.stats.tensor_stats`.
+"""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+import pytest
+
+from gradhealth.callbacks.monitor import GradientHealthMonitor, GradientHealthWarning
+from gradhealth.core.stats import STAT_COLUMNS, tensor_stats
+from gradhealth.ops.stats import DEVICE_STATS, device_stats
+
+COMPARED = [c for c in STAT_COLUMNS if c not in ("nonfinite_count", "grad_to_weight")]
+
+
+def make_model(bias_init="zeros"):
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((5,)),
+                              keras.layers.Dense(7, activation="relu", bias_initializer="ones"),
+                              keras.layers.Dense(3, bias_initializer=bias_init)])
+    model.compile(optimizer=keras.optimizers.SGD(0.0), loss="mse")
+    return model
+
+
+def values(model):
+    return [keras.ops.convert_to_numpy(v.value) for v in model.trainable_variables]
+
+
+def run_steps(monitor, model, grads_per_step):
+    monitor.set_model(model)
+    wrapper = model.optimizer
+    monitor.on_train_begin()
+    monitor.on_epoch_begin(0)
+    for i, grads in enumerate(grads_per_step):
+        wrapper.apply([keras.ops.convert_to_tensor(g) for g in grads], model.trainable_variables)
+        monitor.on_train_batch_end(i, {"loss": float(i)})
+    history = monitor.history
+    monitor.on_train_end()
+    return history
+
+
+def scaled_gradients(model, rng, exponent, kind):
+    out = []
+    for v in model.trainable_variables:
+        g = rng.normal(size=v.shape)
+        if kind == "offset":  # entries far from zero: the variance must not cancel
+            g = 3.0 + 1e-3 * g
+        elif kind == "sparse":
+            g[rng.random(size=v.shape) < 0.5] = 0.0
+        out.append((g * 10.0 ** exponent).astype(np.float32))
+    return out
+
+
+def reference(g, w):
+    """Every statistic in plain float64 NumPy (exact for float32 inputs of any magnitude:
+    squares of 1e+-38 stay far inside float64's range)."""
+    g64, w64 = np.asarray(g, np.float64), np.asarray(w, np.float64)
+    finite = np.isfinite(g64)
+    f = g64[finite]
+    units = g64.reshape(-1, g64.shape[-1]) if g64.ndim >= 2 else g64.reshape(1, -1)
+    return {"grad_norm": np.sqrt(np.sum(f * f)) if f.size else np.nan,
+            "grad_mean_abs": np.mean(np.abs(f)) if f.size else np.nan,
+            "grad_max_abs": np.max(np.abs(f)) if f.size else np.nan,
+            "grad_std": np.std(f) if f.size else np.nan,
+            "zero_fraction": np.mean(g64 == 0),
+            "nonfinite_count": int(np.sum(~finite)),
+            "weight_norm": np.sqrt(np.sum(w64 * w64)),
+            "dead_unit_fraction": float(np.mean(np.all(units == 0, axis=0)))}
+
+
+def assert_step_matches(rows, grads, weights):
+    for (_, row), g, w in zip(rows.iterrows(), grads, weights, strict=True):
+        expected = reference(g, w)
+        # the library's own float64 reference agrees too (to its float32 scaling)
+        assert row["grad_norm"] == pytest.approx(tensor_stats(g, w)["grad_norm"], rel=1e-5,
+                                                 nan_ok=True)
+        for col in COMPARED:
+            assert row[col] == pytest.approx(expected[col], rel=1e-5, abs=0.0, nan_ok=True), (
+                col, row["path"])
+        assert row["nonfinite_count"] == expected["nonfinite_count"]
+
+
+@pytest.mark.parametrize("kind", ["normal", "offset", "sparse"])
+def test_statistics_exact_from_1e_minus30_to_1e30(kind):
+    model = make_model()
+    rng = np.random.default_rng(1)
+    exponents = [-30, -20, -10, 0, 10, 20, 30]
+    steps = [scaled_gradients(model, rng, e, kind) for e in exponents]
+    monitor = GradientHealthMonitor(every=1, buffer_steps=3)  # wraps around twice
+    history = run_steps(monitor, model, steps)
+    assert sorted(history.step.unique()) == list(range(len(exponents)))
+    for i, grads in enumerate(steps):
+        assert_step_matches(history[history.step == i], grads, values(model))
+
+
+def test_nonfinite_entries_are_counted_and_left_out():
+    model = make_model()
+    rng = np.random.default_rng(2)
+    grads = scaled_gradients(model, rng, 0, "normal")
+    grads[0][0, 0], grads[0][1, 2], grads[1][3] = np.nan, np.inf, -np.inf
+    grads[3][:] = np.nan  # a variable with no finite entry at all
+    monitor = GradientHealthMonitor(every=1, on_nonfinite="skip")
+    history = run_steps(monitor, model, [grads])
+    assert_step_matches(history, grads, values(model))
+    assert history.skipped.all() and np.isnan(history.global_norm.iloc[0])
+    assert monitor.skipped_steps == [0]
+
+
+def test_device_stats_matches_reference_with_zero_weights_and_scalars():
+    rng = np.random.default_rng(3)
+    grads = [rng.normal(size=(4, 3)).astype("float32"), np.zeros(3, "float32"),
+             np.float32(2.5) * np.ones((), "float32"), rng.normal(size=(2, 2, 3)).astype(
+                 "float32") * 1e-25]
+    weights = [np.zeros_like(g) for g in grads]
+    got = keras.ops.convert_to_numpy(device_stats(
+        [keras.ops.convert_to_tensor(g) for g in grads],
+        [keras.ops.convert_to_tensor(w) for w in weights]))
+    for row, g, w in zip(got, grads, weights, strict=True):
+        expected = tensor_stats(g, w)
+        for j, name in enumerate(DEVICE_STATS):
+            assert row[j] == pytest.approx(expected[name], rel=1e-5, abs=1e-45), name
+
+
+def test_pulls_every_buffer_steps_and_on_history():
+    """Steps stay on the device until buffer_steps of them are pending (or history is read)."""
+    model = make_model()
+    rng = np.random.default_rng(4)
+    monitor = GradientHealthMonitor(every=2, buffer_steps=3, pull_seconds=1e9)
+    monitor.set_model(model)
+    wrapper = model.optimizer
+    monitor.on_train_begin()
+    pulled = []
+    for i in range(12):
+        grads = scaled_gradients(model, rng, 0, "normal")
+        wrapper.apply([keras.ops.convert_to_tensor(g) for g in grads], model.trainable_variables)
+        monitor.on_train_batch_end(i, {"loss": 0.0})
+        pulled.append(sum(len(b["steps"]) for b in monitor._blocks))
+    # logged steps 0, 2, 4, ...: the third one (step 4) fills the buffer, then step 10
+    assert pulled == [0, 0, 0, 0, 3, 3, 3, 3, 3, 3, 6, 6]
+    assert sorted(monitor.history.step.unique()) == [0, 2, 4, 6, 8, 10]
+    monitor.on_train_end()
+
+
+def test_overwritten_steps_are_reported_not_invented():
+    model = make_model()
+    monitor = GradientHealthMonitor(every=1, buffer_steps=2, pull_seconds=1e9)
+    monitor.set_model(model)
+    wrapper = model.optimizer
+    monitor.on_train_begin()
+    grads = [np.ones(v.shape, "float32") for v in model.trainable_variables]
+    for _ in range(3):  # three steps applied while the callback is not told: slots reused
+        wrapper.apply([keras.ops.convert_to_tensor(g) for g in grads], model.trainable_variables)
+    monitor._pending = [(0, 0, 0, 0.0), (1, 0, 1, 0.0), (2, 0, 2, 0.0)]
+    with pytest.warns(GradientHealthWarning, match="overwritten"):
+        history = monitor.history
+    assert sorted(history.step.unique()) == [1, 2]
+    monitor.on_train_end()
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"buffer_steps": 0}, "buffer_steps=0"),
+    ({"pull_seconds": -1.0}, "pull_seconds=-1"),
+])
+def test_invalid_ring_arguments(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        GradientHealthMonitor(**kwargs)

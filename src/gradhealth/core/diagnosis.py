@@ -30,8 +30,12 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from gradhealth.core.knowledge import ACTIVATION_FACTS, INITIALIZER_SOURCES, facts, matched_initializer
-from gradhealth.core.stats import combine_norms
+from gradhealth.core.knowledge import (
+    ACTIVATION_FACTS,
+    INITIALIZER_SOURCES,
+    facts,
+    matched_initializer,
+)
 from gradhealth.core.thresholds import Thresholds
 from gradhealth.core.timeprofile import memory_horizon
 
@@ -112,6 +116,23 @@ class Recommendation:
         return d
 
 
+def _group_norms(values: np.ndarray, codes: np.ndarray, n: int) -> np.ndarray:
+    """Per group, the L2 norm of the concatenated tensors whose norms are ``values``.
+
+    The same as :func:`gradhealth.core.stats.combine_norms` for each group (non-finite entries
+    left out, each group scaled by its largest entry so nothing underflows), for all groups at
+    once.
+    """
+    v = np.where(np.isfinite(values), np.abs(values), 0.0)
+    top = np.zeros(n)
+    np.maximum.at(top, codes, v)
+    scale = top[codes]
+    scaled = np.divide(v, scale, out=np.zeros_like(v), where=scale > 0)
+    sums = np.zeros(n)
+    np.add.at(sums, codes, scaled * scaled)
+    return top * np.sqrt(sums)
+
+
 def aggregate_layers(variables: pd.DataFrame) -> pd.DataFrame:
     """One row per layer from the per-variable statistics, input to output.
 
@@ -121,53 +142,63 @@ def aggregate_layers(variables: pd.DataFrame) -> pd.DataFrame:
     and ``kernel_weight_norm`` combine the variables with two or more axes only (the weights
     whose scale a normalization removes); ``relative_grad`` is their ratio.
     """
-    cols = {c: variables[c].to_numpy() for c in (
-        "layer", "size", "grad_norm", "grad_mean_abs", "grad_max_abs", "zero_fraction",
+    codes, names = pd.factorize(variables["layer"], sort=False)
+    n = len(names)
+    f64 = {c: variables[c].to_numpy(dtype=np.float64) for c in (
+        "size", "grad_norm", "grad_mean_abs", "grad_max_abs", "zero_fraction",
         "nonfinite_count", "weight_norm", "dead_unit_fraction")}
-    ndims = [len(shape) for shape in variables["shape"]]
+    kernel = np.array([len(shape) >= 2 for shape in variables["shape"]])
     connected = (variables["connected"].to_numpy(dtype=bool) if "connected" in variables
                  else np.ones(len(variables), dtype=bool))
-    groups: dict[str, list[int]] = {}
-    for i, layer in enumerate(cols["layer"]):
-        groups.setdefault(layer, []).append(i)
-    rows = []
-    for position, (layer, idx) in enumerate(groups.items(), start=1):
-        sizes = cols["size"][idx].astype(np.float64)
-        total = float(sizes.sum())
-        n_bad = int(cols["nonfinite_count"][idx].sum())
-        kernels = [i for i in idx if ndims[i] >= 2]
-        dead = (cols["dead_unit_fraction"][kernels[0]] if kernels
-                else cols["dead_unit_fraction"][idx].max())
-        grad_norm = combine_norms(cols["grad_norm"][idx])
-        weight_norm = combine_norms(cols["weight_norm"][idx])
-        k_grad = combine_norms(cols["grad_norm"][kernels]) if kernels else float("nan")
-        k_weight = combine_norms(cols["weight_norm"][kernels]) if kernels else float("nan")
-        max_abs = cols["grad_max_abs"][idx].astype(np.float64)
-        rows.append({
-            "position": position,
-            "layer": layer,
-            "n_params": int(total),
-            "grad_norm": grad_norm if n_bad < total else float("nan"),
-            "grad_mean_abs": _weighted(cols["grad_mean_abs"][idx].astype(np.float64),
-                                       sizes - cols["nonfinite_count"][idx]),
-            "grad_max_abs": float(np.nanmax(max_abs)) if np.isfinite(max_abs).any()
-            else float("nan"),
-            "zero_fraction": float(np.dot(cols["zero_fraction"][idx], sizes) / total),
-            "nonfinite_count": n_bad,
+
+    def total(values: np.ndarray) -> np.ndarray:
+        out = np.zeros(n)
+        np.add.at(out, codes, values)
+        return out
+
+    size = total(f64["size"])
+    n_bad = total(f64["nonfinite_count"])
+    grad_norm = _group_norms(f64["grad_norm"], codes, n)
+    weight_norm = _group_norms(f64["weight_norm"], codes, n)
+    k_codes = codes[kernel]
+    has_kernel = np.zeros(n, dtype=bool)
+    has_kernel[k_codes] = True
+    k_grad = np.where(has_kernel, _group_norms(f64["grad_norm"][kernel], k_codes, n), np.nan)
+    k_weight = np.where(has_kernel, _group_norms(f64["weight_norm"][kernel], k_codes, n), np.nan)
+    finite_size = f64["size"] - f64["nonfinite_count"]
+    mean_ok = np.isfinite(f64["grad_mean_abs"]) & (finite_size > 0)
+    mean_num = total(np.where(mean_ok, f64["grad_mean_abs"] * finite_size, 0.0))
+    mean_den = total(np.where(mean_ok, finite_size, 0.0))
+    max_abs = np.full(n, -np.inf)
+    np.fmax.at(max_abs, codes, np.where(np.isfinite(f64["grad_max_abs"]), f64["grad_max_abs"],
+                                        -np.inf))
+    dead = np.full(n, -np.inf)
+    np.fmax.at(dead, codes, f64["dead_unit_fraction"])
+    first_kernel = {}
+    for i in np.flatnonzero(kernel)[::-1]:
+        first_kernel[codes[i]] = i
+    for g, i in first_kernel.items():
+        dead[g] = f64["dead_unit_fraction"][i]
+    any_connected = np.zeros(n, dtype=bool)
+    np.logical_or.at(any_connected, codes, connected)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return pd.DataFrame({
+            "position": np.arange(1, n + 1),
+            "layer": list(names),
+            "n_params": size.astype(np.int64),
+            "grad_norm": np.where(n_bad < size, grad_norm, np.nan),
+            "grad_mean_abs": np.where(mean_den > 0, mean_num / mean_den, np.nan),
+            "grad_max_abs": np.where(np.isfinite(max_abs), max_abs, np.nan),
+            "zero_fraction": total(f64["zero_fraction"] * f64["size"]) / size,
+            "nonfinite_count": n_bad.astype(np.int64),
             "weight_norm": weight_norm,
-            "grad_to_weight": grad_norm / weight_norm if weight_norm > 0 else float("nan"),
+            "grad_to_weight": np.where(weight_norm > 0, grad_norm / weight_norm, np.nan),
             "kernel_grad_norm": k_grad,
             "kernel_weight_norm": k_weight,
-            "relative_grad": k_grad / k_weight if k_weight > 0 else float("nan"),
-            "dead_unit_fraction": float(dead),
-            "connected": bool(connected[idx].any()),
+            "relative_grad": np.where(k_weight > 0, k_grad / k_weight, np.nan),
+            "dead_unit_fraction": dead,
+            "connected": any_connected,
         })
-    return pd.DataFrame(rows)
-
-
-def _weighted(values: np.ndarray, weights: np.ndarray) -> float:
-    ok = np.isfinite(values) & (weights > 0)
-    return float(np.dot(values[ok], weights[ok]) / weights[ok].sum()) if ok.any() else float("nan")
 
 
 def annotate_layers(layers: pd.DataFrame, context: dict[str, Any] | None = None) -> pd.DataFrame:
@@ -196,12 +227,21 @@ def annotate_layers(layers: pd.DataFrame, context: dict[str, Any] | None = None)
     return out
 
 
-def _family_signal(out: pd.DataFrame, idx: list[int], family: str) -> float:
+def _block_signals(idx: list[int], blocks: list[str], family: str, norms: np.ndarray,
+                   k_grad: np.ndarray, k_weight: np.ndarray) -> dict[str, float]:
+    """Each block's signal: the combined gradient norm ("norm") or the combined kernel
+    gradient over the combined kernel weight ("relative")."""
+    names = list(dict.fromkeys(blocks[i] for i in idx))
+    code = {b: j for j, b in enumerate(names)}
+    codes = np.array([code[blocks[i]] for i in idx], dtype=np.int64)
     if family == "norm":
-        return combine_norms(out["grad_norm"].to_numpy(dtype=np.float64)[idx])
-    g = combine_norms(out["kernel_grad_norm"].to_numpy(dtype=np.float64)[idx])
-    w = combine_norms(out["kernel_weight_norm"].to_numpy(dtype=np.float64)[idx])
-    return g / w if w > 0 else float("nan")
+        values = _group_norms(norms[idx], codes, len(names))
+    else:
+        g = _group_norms(k_grad[idx], codes, len(names))
+        w = _group_norms(k_weight[idx], codes, len(names))
+        with np.errstate(divide="ignore", invalid="ignore"):
+            values = np.where(w > 0, g / w, np.nan)
+    return {b: float(v) for b, v in zip(names, values, strict=True)}
 
 
 def classify_layers(layers: pd.DataFrame, thresholds: Thresholds,
@@ -259,29 +299,31 @@ def classify_layers(layers: pd.DataFrame, thresholds: Thresholds,
     decades = [0.0] * n
     signal = [float("nan")] * n
     rule = [ROLES.get(r, r) for r in roles]
+    k_grad = out["kernel_grad_norm"].to_numpy(dtype=np.float64)
+    k_weight = out["kernel_weight_norm"].to_numpy(dtype=np.float64)
+    dead_fraction = out["dead_unit_fraction"].to_numpy(dtype=np.float64)
     block_over: dict[tuple[str, str], float] = {}
     block_under: dict[tuple[str, str], float] = {}
     block_signal: dict[tuple[str, str], float] = {}
     for family in ("norm", "relative"):
         members = [i for i in range(n) if ok[i] and _DEPTH_FAMILY.get(roles[i]) == family]
-        order: dict[str, list[int]] = {}
-        for i in members:
-            order.setdefault(blocks[i], []).append(i)
-        sig = {b: _family_signal(out, idx, family) for b, idx in order.items()}
-        finite = [b for b in order if np.isfinite(sig[b])]
+        if not members:
+            continue
+        sig = _block_signals(members, blocks, family, norms, k_grad, k_weight)
+        finite = [b for b in sig if np.isfinite(sig[b])]
         if not finite:
             continue
         last = sig[finite[-1]]
-        for b in order:
-            block_signal[(family, b)] = sig[b]
-            block_over[(family, b)] = _decades(sig[b], t.exploding_ratio * last)
+        hot = {blocks[i] for i in members if family == "norm" and norms[i] > t.exploding_norm}
+        for b, value in sig.items():
+            block_signal[(family, b)] = value
+            block_over[(family, b)] = _decades(value, t.exploding_ratio * last)
         # "Vanishing relative to the largest" ignores exploding blocks: one exploding block
         # does not make the healthy rest vanish.
-        calm = [sig[b] for b in finite if block_over[(family, b)] == 0 and not (
-            family == "norm" and (norms[order[b]] > t.exploding_norm).any())]
+        calm = [sig[b] for b in finite if block_over[(family, b)] == 0 and b not in hot]
         top = max(calm) if calm else float("nan")
-        for b in order:
-            block_under[(family, b)] = _decades(t.vanishing_ratio * top, sig[b])
+        for b, value in sig.items():
+            block_under[(family, b)] = _decades(t.vanishing_ratio * top, value)
     for i in range(n - 1, -1, -1):  # output to input: the underflow rule looks downstream
         if not connected[i]:
             status[i] = "unused"
@@ -310,9 +352,8 @@ def classify_layers(layers: pd.DataFrame, thresholds: Thresholds,
         under = block_under.get(key, 0.0)
         under = max(under, _decades(t.vanishing_norm, norms[i]) if family == "norm"
                     else _decades(t.vanishing_step, rel[i]))
-        downstream_vanishing = any(s == "vanishing" for s in status[i + 1:])
-        if out["dead_unit_fraction"].iat[i] >= t.dead_fraction and not (
-            norms[i] == 0.0 and downstream_vanishing
+        if dead_fraction[i] >= t.dead_fraction and not (
+            norms[i] == 0.0 and "vanishing" in status[i + 1:]
         ):
             status[i] = "dead"
             continue
@@ -476,7 +517,8 @@ def _time_findings(used: pd.DataFrame, t: Thresholds, ctx: dict[str, Any]) -> li
 def _not_judged_finding(used: pd.DataFrame, ctx: dict[str, Any]) -> str | None:
     if "role" not in used:
         return None
-    counts = used["role"].value_counts().to_dict()
+    names, n = np.unique(used["role"].to_numpy().astype(str), return_counts=True)
+    counts = dict(zip(names.tolist(), n.tolist(), strict=True))
     parts = []
     if counts.get("attention_qk"):
         parts.append(f"{counts['attention_qk']} attention query/key projection(s) (their "
@@ -508,39 +550,45 @@ def findings(layers: pd.DataFrame, thresholds: Thresholds, context: dict[str, An
     """
     t = thresholds
     ctx = context or {}
-    used = layers[layers["status"] != "unused"]
+    status = layers["status"].to_numpy()
     out: list[str] = []
-    if used.empty:
+    if (status == "unused").all():
         return ["No layer received a gradient: the loss does not depend on any trainable weight."]
-    last = used.iloc[-1]
-    unused = layers[layers["status"] == "unused"]
-    if len(unused):
-        out.append(f"{_names(unused)} receive no gradient at all: they are not connected to the "
-                   "loss (frozen path or unused branch).")
-    bad = used[used["status"] == "nonfinite"]
-    if len(bad):
+    # Filter the table only for the statuses present: a healthy report costs a few array ops.
+    present = set(status)
+    used = layers[status != "unused"] if "unused" in present else layers
+    status = used["status"].to_numpy()
+    through = (used["through_time"].to_numpy(dtype=bool) if "through_time" in used
+               else np.zeros(len(used), dtype=bool))
+    last_norm = float(used["grad_norm"].iat[-1])
+    if "unused" in present:
+        out.append(f"{_names(layers[layers['status'] == 'unused'])} receive no gradient at all: "
+                   "they are not connected to the loss (frozen path or unused branch).")
+    if "nonfinite" in present:
+        bad = used[status == "nonfinite"]
         out.append(f"{int(bad['nonfinite_count'].sum())} gradient entries are NaN or inf in "
                    f"{_names(bad)}; a single such update turns the weights into NaN.")
-    through = used["through_time"] if "through_time" in used else pd.Series(False, used.index)
-    exploding = used[(used["status"] == "exploding") & ~through]
-    if len(exploding):
+    exploding_mask = (status == "exploding") & ~through
+    if exploding_mask.any():
+        exploding = used[exploding_mask]
         top = exploding.loc[exploding["grad_norm"].idxmax()]
         out.append(
             f"Gradients explode in {_names(exploding)}: the largest norm is "
             f"{top['grad_norm']:.3g} in '{top['layer']}', above the limit of "
             f"{t.exploding_norm:.3g} (or {t.exploding_ratio:.3g}x the last layer's, "
-            f"{last['grad_norm']:.3g})."
+            f"{last_norm:.3g})."
         )
-    dead = used[used["status"] == "dead"]
-    if len(dead):
+    if "dead" in present:
+        dead = used[status == "dead"]
         worst = dead.loc[dead["dead_unit_fraction"].idxmax()]
         out.append(
             f"{_names(dead)} have mostly dead units: in '{worst['layer']}' "
             f"{100 * worst['dead_unit_fraction']:.0f}% of units got an exactly zero gradient on "
             f"this batch (threshold {100 * t.dead_fraction:.0f}%)."
         )
-    vanishing = used[(used["status"] == "vanishing") & ~through]
-    if len(vanishing):
+    vanishing_mask = (status == "vanishing") & ~through
+    if vanishing_mask.any():
+        vanishing = used[vanishing_mask]
         emb = vanishing[vanishing["role"] == "embedding"] if "role" in vanishing else \
             vanishing.iloc[0:0]
         depth = vanishing.drop(emb.index)
@@ -555,18 +603,26 @@ def findings(layers: pd.DataFrame, thresholds: Thresholds, context: dict[str, An
         if len(zeros):
             out.append(f"In {_names(zeros)} the gradient underflowed to exactly 0.0 in float32: "
                        "these layers cannot learn at all.")
-    out += _time_findings(used, t, ctx)
-    if not (len(bad) or len(exploding) or len(dead) or len(vanishing) or through.any()):
-        judged = used[[(_DEPTH_FAMILY.get(r) is not None) for r in used["role"]]] \
-            if "role" in used else used
-        norms = judged["grad_norm"].to_numpy(dtype=np.float64)
-        norms = norms[np.isfinite(norms) & (norms > 0)]
-        if norms.size:
-            out.append(
-                f"All {len(judged)} layers judged along depth have healthy gradients: norms "
-                f"range from {norms.min():.3g} to {norms.max():.3g} (a spread of "
-                f"{norms.max() / norms.min():.3g}x; per family and block the limit is "
-                f"{1 / t.vanishing_ratio:.3g}x), no dead layers, no NaN/inf.")
+    if ctx.get("time_profiles"):
+        out += _time_findings(used, t, ctx)
+    if present <= {"healthy", "unused"}:
+        roles = used["role"].to_numpy() if "role" in used else np.full(len(used), "kernel")
+        signal = (used["signal"].to_numpy(dtype=np.float64) if "signal" in used
+                  else used["grad_norm"].to_numpy(dtype=np.float64))
+        parts = []
+        for family, what in (("norm", "gradient norms"), ("relative", "||g||/||W|| ratios")):
+            mask = np.array([_DEPTH_FAMILY.get(r) == family for r in roles], dtype=bool)
+            values = signal[mask]
+            values = values[np.isfinite(values) & (values > 0)]
+            if values.size:
+                parts.append(f"{int(mask.sum())} layers by {what} from {values.min():.3g} to "
+                             f"{values.max():.3g} (spread {values.max() / values.min():.3g}x)")
+        if parts:
+            n_judged = sum(_DEPTH_FAMILY.get(r) is not None for r in roles)
+            out.append(f"All {n_judged} layers judged along depth have healthy gradients: " +
+                       "; ".join(parts) +
+                       f" (limit {1 / t.vanishing_ratio:.3g}x between blocks); no dead layers, "
+                       "no NaN/inf.")
         else:
             out.append("No layer is depth evidence and none has NaN/inf gradients.")
     note = _not_judged_finding(used, ctx)

@@ -20,6 +20,7 @@ returns plain Python values:
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Callable
 from typing import Any
 
@@ -57,6 +58,9 @@ RECURRENT_CELLS: tuple[str, ...] = ("SimpleRNNCell", "LSTMCell", "GRUCell")
 #: Cells whose path through time is gated (an additive memory the gates learn to keep open).
 GATED_CELLS: tuple[str, ...] = ("LSTMCell", "GRUCell")
 _EMBEDDINGS = ("Embedding",)
+# Structural facts per model, computed once: walking ResNet50's 177 layers each checkup would
+# cost more than the statistics.
+_STRUCTURE: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 _WEIGHTED_KINDS = ("Dense", "EinsumDense", "Conv1D", "Conv2D", "Conv3D", "DepthwiseConv1D",
                    "DepthwiseConv2D", "SeparableConv1D", "SeparableConv2D", "Conv1DTranspose",
                    "Conv2DTranspose", "Conv3DTranspose")
@@ -242,11 +246,38 @@ def model_context(model: keras.Model, layer_names: list[str], x: Any = None, y: 
         weights: The variables' values, same order; optional.
 
     Returns:
-        A dict with ``model_name, backend, depth, activations, initializers, roles,
-        scale_invariant_by, blocks, has_normalization, normalization_layers, has_residual,
-        custom_layers, optimizer, learning_rate, clipping, n_params, embedding_rows,
-        time_profiles``.
+        A dict with ``model_name, backend, depth, activations, initializers,
+        recurrent_initializers, roles, scale_invariant_by, blocks, has_normalization,
+        normalization_layers, has_residual, custom_layers, n_params, optimizer, learning_rate,
+        clipping, embedding_rows, time_profiles``. The structural facts are computed once per
+        model (and recomputed when its layers or variables change).
     """
+    variables = list(model.trainable_variables)
+    key = (tuple(layer_names), len(variables), len(getattr(model, "layers", [])))
+    per_model = _STRUCTURE.setdefault(model, {})
+    if key not in per_model:
+        per_model.clear()
+        per_model[key] = _structure(model, layer_names, variables)
+    facts, embeddings, recurrent = per_model[key]
+    embedding_rows: dict[str, dict[str, Any]] = {}
+    if weights is not None:
+        for name, (owner, i, direct) in embeddings.items():
+            g = grads[i] if grads is not None else None
+            embedding_rows[name] = _touched_rows(owner, x, g, np.asarray(weights[i]), direct)
+    return {
+        "model_name": model.name,
+        "backend": keras.backend.backend(),
+        **{k: (dict(v) if isinstance(v, dict) else list(v) if isinstance(v, list) else v)
+           for k, v in facts.items()},  # copies: a caller may edit its report's context
+        **_optimizer_facts(model),
+        "embedding_rows": embedding_rows,
+        "time_profiles": _time_profiles(model, recurrent, x, y, loss_fn),
+    }
+
+
+def _structure(model: Any, layer_names: list[str], variables: list[Any]
+               ) -> tuple[dict[str, Any], dict[str, tuple[Any, int, bool]], dict[str, Any]]:
+    """The facts that depend only on the model's structure (cached per model)."""
     layers = walk_layers(model)
     owners = _owners(layers)
     consumers = _consumers(layers)
@@ -259,17 +290,17 @@ def model_context(model: keras.Model, layer_names: list[str], x: Any = None, y: 
                     qk.add(id(sub))
     top_of = _top_level_of(model, layers)
     block_names, top_residual = _blocks(model, top_of)
-    variables = list(model.trainable_variables)
     by_layer: dict[str, list[int]] = {}
     for i, v in enumerate(variables):
         by_layer.setdefault(v.path.rsplit("/", 1)[0] if "/" in v.path else v.path, []).append(i)
 
     activations: dict[str, str] = {}
     initializers: dict[str, str] = {}
+    recurrent_initializers: dict[str, str] = {}
     roles: dict[str, str] = {}
     normalized_by: dict[str, str] = {}
     blocks: dict[str, str] = {}
-    embedding_rows: dict[str, dict[str, Any]] = {}
+    embeddings: dict[str, tuple[Any, int, bool]] = {}
     recurrent: dict[str, Any] = {}
     model_inputs = {id(t) for t in _flat(getattr(model, "inputs", None))}
     for name in layer_names:
@@ -289,13 +320,15 @@ def model_context(model: keras.Model, layer_names: list[str], x: Any = None, y: 
         init = getattr(owner, "kernel_initializer", None)
         if init is not None:
             initializers[name] = type(init).__name__
-        if role == "embedding" and idx and weights is not None:
+        rinit = getattr(owner, "recurrent_initializer", None)
+        if rinit is not None:
+            recurrent_initializers[name] = type(rinit).__name__
+        if role == "embedding":
             try:
                 direct = any(id(t) in model_inputs for t in _flat(owner.input))
             except (AttributeError, ValueError, RuntimeError):
                 direct = False
-            g = grads[idx[0]] if grads is not None else None
-            embedding_rows[name] = _touched_rows(owner, x, g, np.asarray(weights[idx[0]]), direct)
+            embeddings[name] = (owner, idx[0], direct)
         if role == "recurrent":
             recurrent[name] = owner
     # An activation applied by a separate Activation layer counts for the layer feeding it.
@@ -315,13 +348,11 @@ def model_context(model: keras.Model, layer_names: list[str], x: Any = None, y: 
         has_residual = None  # a custom layer's call() may add a skip path we cannot see
     normalization_layers = sorted(layer.name for layer in layers
                                   if _kind(layer) in NORMALIZATION_LAYERS)
-    profiles = _time_profiles(model, recurrent, x, y, loss_fn, roles, layer_names)
-    return {
-        "model_name": model.name,
-        "backend": keras.backend.backend(),
+    facts = {
         "depth": len(layer_names),
         "activations": activations,
         "initializers": initializers,
+        "recurrent_initializers": recurrent_initializers,
         "roles": roles,
         "scale_invariant_by": normalized_by,
         "blocks": blocks,
@@ -329,16 +360,13 @@ def model_context(model: keras.Model, layer_names: list[str], x: Any = None, y: 
         "normalization_layers": normalization_layers,
         "has_residual": has_residual,
         "custom_layers": custom,
-        **_optimizer_facts(model),
         "n_params": int(sum(int(np.prod(v.shape)) for v in variables)),
-        "embedding_rows": embedding_rows,
-        "time_profiles": profiles,
     }
+    return facts, embeddings, recurrent
 
 
 def _time_profiles(model: Any, recurrent: dict[str, Any], x: Any, y: Any,
-                   loss_fn: Callable | None, roles: dict[str, str], layer_names: list[str]
-                   ) -> dict[str, dict[str, Any]]:
+                   loss_fn: Callable | None) -> dict[str, dict[str, Any]]:
     """The gradient reaching each timestep of each top-level recurrent layer (first only)."""
     if not recurrent or x is None or y is None or loss_fn is None:
         return {}

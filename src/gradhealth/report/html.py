@@ -7,7 +7,12 @@ import html
 from typing import Any
 
 from gradhealth.core.diagnosis import SCORE_MEANING
-from gradhealth.report.plots import STATUS_COLORS, figure_png, plot_gradient_flow, plot_time_profiles
+from gradhealth.report.plots import (
+    STATUS_COLORS,
+    figure_png,
+    plot_gradient_flow,
+    plot_time_profiles,
+)
 
 __all__ = ["report_fragment", "report_html"]
 

@@ -659,6 +659,14 @@ def _optimizer_rec(ctx: dict[str, Any], layers: tuple[str, ...], why: str
         f"{now}; {why}", layers, "Kingma & Ba 2015, Adam", {"optimizer": "adam"})
 
 
+def _lower_lr(lr: Any, compiled: bool) -> str:
+    if isinstance(lr, float):
+        return f"Lower the learning rate by 10x (now {lr:.3g})"
+    if compiled:
+        return "Lower the learning rate by 10x"
+    return "No optimizer is compiled yet: when compiling, use a learning rate 10x below the usual"
+
+
 def _init_mismatches(names: list[str], acts: dict[str, str], inits: dict[str, str]
                      ) -> dict[str, list[str]]:
     """matched initializer -> layers whose initializer differs from it (knowledge table)."""
@@ -748,13 +756,11 @@ def recommendations(layers: pd.DataFrame, thresholds: Thresholds, context: dict[
                 "nothing now", names,
                 "Pascanu, Mikolov & Bengio 2013; Seetharaman et al. 2020 (AutoClip)",
                 {"clipping": "global_norm", "clip_value": 1.0}))
-        if compiled:
-            lr_text = f" (now {lr:.3g})" if isinstance(lr, float) else ""
-            add(Recommendation(
-                "learning_rate", f"Lower the learning rate by 10x{lr_text}",
-                "steps proportional to exploding gradients overshoot", names,
-                "Bengio 2012, Practical recommendations for gradient-based training",
-                {"learning_rate_factor": 0.1}))
+        add(Recommendation(
+            "learning_rate", _lower_lr(lr, compiled),
+            "steps proportional to exploding gradients overshoot", names,
+            "Bengio 2012, Practical recommendations for gradient-based training",
+            {"learning_rate_factor": 0.1}))
         if not has_norm and len(ex_depth):
             add(Recommendation(
                 "normalization", "Add LayerNormalization (BatchNormalization for CNNs) before "
@@ -788,11 +794,10 @@ def recommendations(layers: pd.DataFrame, thresholds: Thresholds, context: dict[
                 "their kernels already use the initializer matched to the activation, so the "
                 "units die from a negative bias or shifted inputs", tuple(dd["layer"]),
                 "Lu et al. 2019, Dying ReLU and Initialization"))
-        if compiled:
-            add(Recommendation(
-                "learning_rate", "Lower the learning rate",
-                "a too-large step pushes biases negative and kills units permanently",
-                tuple(dd["layer"]), "Lu et al. 2019", {"learning_rate_factor": 0.1}))
+        add(Recommendation(
+            "learning_rate", _lower_lr(lr, compiled),
+            "a too-large step pushes biases negative and kills units permanently",
+            tuple(dd["layer"]), "Lu et al. 2019", {"learning_rate_factor": 0.1}))
 
     if "vanishing" in statuses:
         van_all = used[used["status"] == "vanishing"]

@@ -133,6 +133,11 @@ def test_recommend_ranks_by_rules(table):
     with_bn = A.recommend(depth=50, normalization="batch", table=table)
     rank = lambda df, n: int(df.loc[(df.role == "hidden") & (df.activation == n), "rank"].iloc[0])  # noqa: E731
     assert rank(with_bn, "selu") > rank(deep, "selu")
+    # Rectifiers keep the gradient through depth: ReLU ranks above every saturating activation
+    # (it was 9th of 10 before), and SELU with batch norm loses its advantage but not to sigmoid.
+    for name in ("relu", "leaky_relu", "gelu", "elu"):
+        assert rank(deep, name) < rank(deep, "tanh") < rank(deep, "sigmoid")
+    assert rank(with_bn, "selu") < rank(with_bn, "sigmoid")
     selu_reason = with_bn[(with_bn.role == "hidden") & (with_bn.activation == "selu")]["reason"]
     assert "overrides" in selu_reason.iloc[0]
     binary = A.recommend(depth=3, task="binary", table=table)

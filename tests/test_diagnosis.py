@@ -111,3 +111,96 @@ def test_every_recommendation_has_a_known_category_and_reference():
             assert rec.category in diagnosis.CATEGORIES
             assert rec.reference and rec.reason and rec.action
             assert str(rec).startswith(f"[{rec.category}]")
+
+
+# --- model-aware rules: roles, blocks, time profiles, recommendations that fit the model ----
+
+def test_attention_query_key_are_not_depth_evidence():
+    t = table([1e-6, 0.5, 0.4, 0.6])
+    assert diagnose(t).status == "vanishing"  # read as plain kernels, l1 vanishes
+    ctx = {"roles": {"l1": "attention_qk"}}
+    r = diagnose(t, context=ctx)
+    assert r.status == "healthy"
+    assert r.layers.set_index("layer").loc["l1", "role"] == "attention_qk"
+    assert any("query/key" in f for f in r.findings)
+
+
+def test_normalized_kernels_have_no_absolute_exploding_limit():
+    t = table([5e3, 4e3, 1.0])  # 5e3 > exploding_norm for a plain kernel
+    assert diagnose(t).status == "exploding"
+    ctx = {"roles": {"l1": "scale_invariant", "l2": "scale_invariant"}}
+    r = diagnose(t, context=ctx)
+    assert r.status == "healthy"
+    # the ratio rule still applies within the family: l1 grows 1e4x past l2
+    t2 = table([5e4, 4.0, 1.0])
+    assert diagnose(t2, context=ctx).status == "exploding"
+
+
+def test_blocks_are_judged_as_a_whole():
+    t = table([1e-5, 1.0, 1.0])
+    assert diagnose(t).layers["status"].iloc[0] == "vanishing"
+    r = diagnose(t, context={"blocks": {"l1": "b1", "l2": "b1", "l3": "b2"}})
+    assert list(r.layers["status"]) == ["healthy"] * 3
+    assert r.layers["signal"].iloc[0] == pytest.approx(np.hypot(1e-5, 1.0))
+
+
+def test_vanishing_finding_reports_decay_per_block():
+    r = diagnose(table([1e-9, 1e-6, 1e-3, 1.0]))
+    sentence = next(f for f in r.findings if "vanish" in f)
+    assert "x0.001 per block" in sentence and "1e-09 times" in sentence
+
+
+def _profile(first_to_max, gated, length=100):
+    decay = first_to_max ** (1 / (length - 1))
+    return {"measured": True, "cell": "LSTMCell" if gated else "SimpleRNNCell", "gated": gated,
+            "layer": "rnn", "length": length, "profile": [decay ** (length - 1 - i)
+                                                         for i in range(length)],
+            "first_to_max": first_to_max, "first_to_last": first_to_max,
+            "decay_per_step": decay}
+
+
+def test_ungated_recurrence_vanishes_through_time_and_gated_is_reported_only():
+    t = table([0.5, 0.4])
+    r = diagnose(t, context={"time_profiles": {"l1": _profile(1e-6, gated=False)}})
+    assert r.status == "vanishing" and bool(r.layers["through_time"].iloc[0])
+    assert any("through time" in f and "per step" in f for f in r.findings)
+    assert [rec.category for rec in r.recommendations] == ["architecture"]
+    r = diagnose(t, context={"time_profiles": {"l1": _profile(1e-6, gated=True)}})
+    assert r.status == "healthy" and any("gates learn" in f for f in r.findings)
+    r = diagnose(t, context={"time_profiles": {"l1": _profile(0.5, gated=False)}})
+    assert r.status == "healthy"
+
+
+def test_recommendations_never_propose_what_the_model_has():
+    t = table([1e-9, 1e-5, 1.0])
+    base = {"activations": {f"l{i}": "relu" for i in range(1, 4)},
+            "initializers": {f"l{i}": "HeNormal" for i in range(1, 4)}, "depth": 30,
+            "has_normalization": False, "has_residual": False}
+    cats = [rec.category for rec in diagnose(t, context=base).recommendations]
+    assert "initializer" in cats  # matched inits: calibrate with LSUV instead of re-init
+    assert all("he_normal" not in rec.params.get("kernel_initializer", "")
+               for rec in diagnose(t, context=base).recommendations)
+    opt = [r for r in diagnose(t, context=base).recommendations if r.category == "optimizer"]
+    assert opt and "when compiling" in opt[0].action  # no optimizer compiled: said as such
+    adam = dict(base, optimizer="Adam", learning_rate=1e-3)
+    assert "optimizer" not in [r.category for r in diagnose(t, context=adam).recommendations]
+    unknown = dict(base, has_residual=None)  # a custom layer may hold a skip connection
+    assert "residual" not in [r.category for r in diagnose(t, context=unknown).recommendations]
+    clipped = dict(base, optimizer="SGD", learning_rate=0.1, clipping="clipnorm=1.0")
+    ex = diagnose(table([5e3, 4e3, 1.0]), context=clipped).recommendations
+    assert "clipping" not in [r.category for r in ex]
+    assert any(r.category == "learning_rate" and "0.1" in r.action for r in ex)
+
+
+def test_recommendations_name_layers_and_cite_a_paper():
+    ctx = {"activations": {"l1": "relu", "l2": "relu"}, "initializers": {"l1": "RandomNormal"}}
+    for norms, kw in (([5e3, 4e3], {}), ([0.3, 0.3], {"dead": [1, 0]}),
+                      ([0.3, 0.3], {"nonfinite": [1, 0]}), ([1e-9, 1.0], {})):
+        for rec in diagnose(table(norms, **kw), context=ctx).recommendations:
+            assert rec.layers and rec.reference, rec
+
+
+def test_score_meaning_is_part_of_the_report():
+    r = diagnose(table([0.5, 0.4]))
+    assert "not accuracy" in r.score_meaning or "nothing about accuracy" in r.score_meaning
+    assert r.score_meaning in r.to_markdown() and r.score_meaning in r.to_html()

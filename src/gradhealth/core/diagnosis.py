@@ -1,8 +1,20 @@
 """Turn per-variable gradient statistics into layer verdicts, a score, findings and advice.
 
 Plain NumPy/pandas; knows nothing of Keras. The Keras-facing :mod:`gradhealth.diagnosis` passes in
-the statistics table and a ``context`` dict of facts about the model (hidden activations,
-initializers, normalization and residual layers, depth).
+the statistics table and a ``context`` dict of facts about the model (each layer's role and
+block, hidden activations, initializers, normalization and residual layers, the optimizer, the
+embedding rows the batch touched, the gradient through time of recurrent layers).
+
+The diagnosis reads gradients the way the literature says they can be read (the README's "How
+the diagnosis decides" lists every rule with its source):
+
+- **Along depth**, only the signal that flows through the network is evidence: kernels and
+  recurrent cells, grouped into blocks (a residual segment, a custom layer such as a
+  transformer block, else a single layer). Attention query/key projections, biases and
+  normalization scales are not depth evidence on their own (:data:`ROLES`).
+- **Kernels followed by normalization** are scale-invariant: judged by ``||g|| / ||W||``.
+- **Embedding tables** are judged on the rows the batch touched.
+- **Ungated recurrent layers** are judged through time, from the gradient reaching each step.
 
 Statuses, from most to least severe: ``nonfinite`` > ``exploding`` > ``dead`` > ``vanishing`` >
 ``healthy``. The overall status is the most severe status found in any layer.
@@ -11,28 +23,67 @@ Statuses, from most to least severe: ``nonfinite`` > ``exploding`` > ``dead`` > 
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from gradhealth.core.stats import combine_norms
+from gradhealth.core.knowledge import (
+    ACTIVATION_FACTS,
+    INITIALIZER_SOURCES,
+    facts,
+    matched_initializer,
+)
 from gradhealth.core.thresholds import Thresholds
+from gradhealth.core.timeprofile import memory_horizon
 
-__all__ = ["CATEGORIES", "RELU_FAMILY", "SATURATING_ACTIVATIONS", "SEVERITY", "STATUSES",
-           "Recommendation", "aggregate_layers", "classify_layers", "findings", "health_score",
-           "overall_status", "recommendations"]
+__all__ = ["ADAPTIVE_OPTIMIZERS", "CATEGORIES", "RELU_FAMILY", "ROLES", "SATURATING_ACTIVATIONS",
+           "SCORE_MEANING", "SEVERITY", "STATUSES", "Recommendation", "aggregate_layers",
+           "annotate_layers", "classify_layers", "findings", "health_score", "overall_status",
+           "recommendations"]
 
 STATUSES: tuple[str, ...] = ("healthy", "vanishing", "dead", "exploding", "nonfinite")
 SEVERITY: dict[str, int] = {s: i for i, s in enumerate(STATUSES)}
 SATURATING_ACTIVATIONS: frozenset[str] = frozenset(
-    {"sigmoid", "tanh", "hard_sigmoid", "softsign", "hard_tanh", "log_sigmoid"}
+    {n for n, f in ACTIVATION_FACTS.items() if f.family in ("saturating", "symmetric")}
+    | {"hard_tanh", "log_sigmoid"}
 )
-RELU_FAMILY: frozenset[str] = frozenset({"relu", "relu6", "leaky_relu", "elu", "selu", "gelu",
-                                         "silu", "swish", "mish", "celu", "hard_silu"})
+"""Activations whose derivative is below 1 away from zero (from the knowledge table)."""
+RELU_FAMILY: frozenset[str] = frozenset(
+    {n for n, f in ACTIVATION_FACTS.items() if f.family in ("rectifier", "self_normalizing")}
+    | {"swish"}
+)
+"""Rectifier-like activations (from the knowledge table)."""
 CATEGORIES: tuple[str, ...] = ("activation", "initializer", "normalization", "residual",
-                               "learning_rate", "clipping", "data", "optimizer")
+                               "learning_rate", "clipping", "data", "optimizer", "architecture")
+ADAPTIVE_OPTIMIZERS: frozenset[str] = frozenset(
+    {"Adam", "AdamW", "Adamax", "Nadam", "Adafactor", "Adagrad", "Adadelta", "RMSprop", "Lion",
+     "Ftrl", "Lamb", "Muon"})
+"""Optimizers with per-parameter step sizes: "use Adam" is never proposed to a model compiled
+with one of them."""
+
+ROLES: dict[str, str] = {
+    "kernel": "kernel: gradient norm along depth (vanishing_ratio, exploding_ratio, "
+              "vanishing_norm, exploding_norm)",
+    "recurrent": "recurrent cell: gradient norm along depth; through time when ungated",
+    "scale_invariant": "kernel followed by normalization: judged by ||g||/||W|| "
+                       "(van Laarhoven 2017)",
+    "embedding": "embedding: judged on the rows this batch touched",
+    "attention_qk": "attention query/key: small at initialization by design (Xiong et al. "
+                    "2020); not depth evidence",
+    "normalization": "normalization scale/offset: not depth evidence",
+    "vector": "biases/vectors only: not depth evidence",
+}
+"""How each kind of layer's gradient is read (the ``role`` column of the layer table)."""
+_DEPTH_FAMILY = {"kernel": "norm", "recurrent": "norm", "scale_invariant": "relative"}
+
+SCORE_MEANING: str = (
+    "The score (0-100) measures gradient health on this batch: whether every layer receives a "
+    "usable gradient (none vanishing, exploding, dead or NaN). It says nothing about accuracy: a "
+    "network at chance level can score 100, and a network that fits well can score less.")
+"""What the health score means, shown in every rendering of a report."""
 
 
 @dataclass(frozen=True)
@@ -65,115 +116,282 @@ class Recommendation:
         return d
 
 
+def _group_norms(values: np.ndarray, codes: np.ndarray, n: int) -> np.ndarray:
+    """Per group, the L2 norm of the concatenated tensors whose norms are ``values``.
+
+    The same as :func:`gradhealth.core.stats.combine_norms` for each group (non-finite entries
+    left out, each group scaled by its largest entry so nothing underflows), for all groups at
+    once.
+    """
+    v = np.where(np.isfinite(values), np.abs(values), 0.0)
+    top = np.zeros(n)
+    np.maximum.at(top, codes, v)
+    scale = top[codes]
+    scaled = np.divide(v, scale, out=np.zeros_like(v), where=scale > 0)
+    sums = np.zeros(n)
+    np.add.at(sums, codes, scaled * scaled)
+    return top * np.sqrt(sums)
+
+
 def aggregate_layers(variables: pd.DataFrame) -> pd.DataFrame:
     """One row per layer from the per-variable statistics, input to output.
 
     Norms combine as the L2 norm of the concatenated variables; means and fractions are weighted
     by variable size; the dead-unit fraction is the kernel's (the first variable with two or more
-    axes) or, for layers without one, the largest over the layer's vectors.
+    axes) or, for layers without one, the largest over the layer's vectors. ``kernel_grad_norm``
+    and ``kernel_weight_norm`` combine the variables with two or more axes only (the weights
+    whose scale a normalization removes); ``relative_grad`` is their ratio.
     """
-    cols = {c: variables[c].to_numpy() for c in (
-        "layer", "size", "grad_norm", "grad_mean_abs", "grad_max_abs", "zero_fraction",
+    codes, names = pd.factorize(variables["layer"], sort=False)
+    n = len(names)
+    f64 = {c: variables[c].to_numpy(dtype=np.float64) for c in (
+        "size", "grad_norm", "grad_mean_abs", "grad_max_abs", "zero_fraction",
         "nonfinite_count", "weight_norm", "dead_unit_fraction")}
-    ndims = [len(shape) for shape in variables["shape"]]
+    kernel = np.array([len(shape) >= 2 for shape in variables["shape"]])
     connected = (variables["connected"].to_numpy(dtype=bool) if "connected" in variables
                  else np.ones(len(variables), dtype=bool))
-    groups: dict[str, list[int]] = {}
-    for i, layer in enumerate(cols["layer"]):
-        groups.setdefault(layer, []).append(i)
-    rows = []
-    for position, (layer, idx) in enumerate(groups.items(), start=1):
-        sizes = cols["size"][idx].astype(np.float64)
-        total = float(sizes.sum())
-        n_bad = int(cols["nonfinite_count"][idx].sum())
-        kernels = [i for i in idx if ndims[i] >= 2]
-        dead = (cols["dead_unit_fraction"][kernels[0]] if kernels
-                else cols["dead_unit_fraction"][idx].max())
-        grad_norm = combine_norms(cols["grad_norm"][idx])
-        weight_norm = combine_norms(cols["weight_norm"][idx])
-        max_abs = cols["grad_max_abs"][idx].astype(np.float64)
-        rows.append({
-            "position": position,
-            "layer": layer,
-            "n_params": int(total),
-            "grad_norm": grad_norm if n_bad < total else float("nan"),
-            "grad_mean_abs": _weighted(cols["grad_mean_abs"][idx].astype(np.float64),
-                                       sizes - cols["nonfinite_count"][idx]),
-            "grad_max_abs": float(np.nanmax(max_abs)) if np.isfinite(max_abs).any()
-            else float("nan"),
-            "zero_fraction": float(np.dot(cols["zero_fraction"][idx], sizes) / total),
-            "nonfinite_count": n_bad,
+
+    def total(values: np.ndarray) -> np.ndarray:
+        out = np.zeros(n)
+        np.add.at(out, codes, values)
+        return out
+
+    size = total(f64["size"])
+    n_bad = total(f64["nonfinite_count"])
+    grad_norm = _group_norms(f64["grad_norm"], codes, n)
+    weight_norm = _group_norms(f64["weight_norm"], codes, n)
+    k_codes = codes[kernel]
+    has_kernel = np.zeros(n, dtype=bool)
+    has_kernel[k_codes] = True
+    k_grad = np.where(has_kernel, _group_norms(f64["grad_norm"][kernel], k_codes, n), np.nan)
+    k_weight = np.where(has_kernel, _group_norms(f64["weight_norm"][kernel], k_codes, n), np.nan)
+    finite_size = f64["size"] - f64["nonfinite_count"]
+    mean_ok = np.isfinite(f64["grad_mean_abs"]) & (finite_size > 0)
+    mean_num = total(np.where(mean_ok, f64["grad_mean_abs"] * finite_size, 0.0))
+    mean_den = total(np.where(mean_ok, finite_size, 0.0))
+    max_abs = np.full(n, -np.inf)
+    np.fmax.at(max_abs, codes, np.where(np.isfinite(f64["grad_max_abs"]), f64["grad_max_abs"],
+                                        -np.inf))
+    dead = np.full(n, -np.inf)
+    np.fmax.at(dead, codes, f64["dead_unit_fraction"])
+    first_kernel = {}
+    for i in np.flatnonzero(kernel)[::-1]:
+        first_kernel[codes[i]] = i
+    for g, i in first_kernel.items():
+        dead[g] = f64["dead_unit_fraction"][i]
+    any_connected = np.zeros(n, dtype=bool)
+    np.logical_or.at(any_connected, codes, connected)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return pd.DataFrame({
+            "position": np.arange(1, n + 1),
+            "layer": list(names),
+            "n_params": size.astype(np.int64),
+            "grad_norm": np.where(n_bad < size, grad_norm, np.nan),
+            "grad_mean_abs": np.where(mean_den > 0, mean_num / mean_den, np.nan),
+            "grad_max_abs": np.where(np.isfinite(max_abs), max_abs, np.nan),
+            "zero_fraction": total(f64["zero_fraction"] * f64["size"]) / size,
+            "nonfinite_count": n_bad.astype(np.int64),
             "weight_norm": weight_norm,
-            "grad_to_weight": grad_norm / weight_norm if weight_norm > 0 else float("nan"),
-            "dead_unit_fraction": float(dead),
-            "connected": bool(connected[idx].any()),
+            "grad_to_weight": np.where(weight_norm > 0, grad_norm / weight_norm, np.nan),
+            "kernel_grad_norm": k_grad,
+            "kernel_weight_norm": k_weight,
+            "relative_grad": np.where(k_weight > 0, k_grad / k_weight, np.nan),
+            "dead_unit_fraction": dead,
+            "connected": any_connected,
         })
-    return pd.DataFrame(rows)
 
 
-def _weighted(values: np.ndarray, weights: np.ndarray) -> float:
-    ok = np.isfinite(values) & (weights > 0)
-    return float(np.dot(values[ok], weights[ok]) / weights[ok].sum()) if ok.any() else float("nan")
+def annotate_layers(layers: pd.DataFrame, context: dict[str, Any] | None = None) -> pd.DataFrame:
+    """Add ``role``, ``block`` and, for embeddings, the touched rows' ``relative_grad``.
+
+    Without a context (a statistics table alone) a layer with a variable of two or more axes is
+    a ``kernel`` and every layer is its own block, which reproduces the plain-MLP rules.
+    """
+    ctx = context or {}
+    roles = ctx.get("roles") or {}
+    blocks = ctx.get("blocks") or {}
+    rows = ctx.get("embedding_rows") or {}
+    out = layers.copy()
+    has_kernel = np.isfinite(out["kernel_weight_norm"].to_numpy(dtype=np.float64)) \
+        if "kernel_weight_norm" in out else np.ones(len(out), dtype=bool)
+    out["role"] = [roles.get(n, "kernel" if k else "vector")
+                   for n, k in zip(out["layer"], has_kernel, strict=True)]
+    out["block"] = [blocks.get(n, n) for n in out["layer"]]
+    rel = out["relative_grad"].to_numpy(dtype=np.float64).copy() if "relative_grad" in out \
+        else np.full(len(out), np.nan)
+    for i, name in enumerate(out["layer"]):
+        info = rows.get(name)
+        if info and info.get("weight_norm"):
+            rel[i] = float(out["grad_norm"].iat[i]) / float(info["weight_norm"])
+    out["relative_grad"] = rel
+    return out
 
 
-def classify_layers(layers: pd.DataFrame, thresholds: Thresholds) -> pd.DataFrame:
-    """Add ``status``, ``decades_beyond`` and ``credit`` columns to a layer table.
+def _block_signals(idx: list[int], blocks: list[str], family: str, norms: np.ndarray,
+                   k_grad: np.ndarray, k_weight: np.ndarray) -> dict[str, float]:
+    """Each block's signal: the combined gradient norm ("norm") or the combined kernel
+    gradient over the combined kernel weight ("relative")."""
+    names = list(dict.fromkeys(blocks[i] for i in idx))
+    code = {b: j for j, b in enumerate(names)}
+    codes = np.array([code[blocks[i]] for i in idx], dtype=np.int64)
+    if family == "norm":
+        values = _group_norms(norms[idx], codes, len(names))
+    else:
+        g = _group_norms(k_grad[idx], codes, len(names))
+        w = _group_norms(k_weight[idx], codes, len(names))
+        with np.errstate(divide="ignore", invalid="ignore"):
+            values = np.where(w > 0, g / w, np.nan)
+    return {b: float(v) for b, v in zip(names, values, strict=True)}
+
+
+def classify_layers(layers: pd.DataFrame, thresholds: Thresholds,
+                    context: dict[str, Any] | None = None) -> pd.DataFrame:
+    """Add ``status``, ``decades_beyond``, ``credit``, ``signal`` and ``rule`` columns.
 
     Rules, per connected layer (unconnected layers get status ``"unused"`` and no credit):
 
-    * ``nonfinite``: any NaN/inf gradient entry.
-    * ``exploding``: norm > ``exploding_norm``, or norm > ``exploding_ratio`` x the norm of the
-      last layer (the gradient grew that much on its way back from the output).
-    * ``dead``: dead-unit fraction >= ``dead_fraction`` — unless the layer's whole gradient is
-      zero *and* a layer nearer the output is vanishing: then float32 underflowed a vanishing
-      gradient to 0, and the layer is ``vanishing``.
-    * ``vanishing``: norm < ``vanishing_norm``, or norm < ``vanishing_ratio`` x the largest
-      norm among the layers that are not exploding.
+    * ``nonfinite``: any NaN/inf gradient entry, whatever the layer's role.
+    * Layers that are not depth evidence (attention query/key, normalization, vectors only; see
+      :data:`ROLES`) are otherwise ``healthy``; the ``rule`` column says why they are not judged.
+    * Depth evidence is judged per **block** (``block`` column; a layer is its own block unless
+      the context groups it), in two families that are never compared with each other:
+      plain kernels and recurrent cells by the gradient norm (``signal`` = the block's combined
+      norm), kernels followed by normalization by ``||g|| / ||W||`` (scale-invariant: van
+      Laarhoven 2017).
+
+      - ``exploding``: a plain kernel's norm > ``exploding_norm``, or the block's signal >
+        ``exploding_ratio`` x the signal of the family's last block (the gradient grew that
+        much on its way back from the output). Scale-invariant kernels have no absolute upper
+        limit (a large step grows ``||W||`` and shrinks the next one).
+      - ``dead``: the kernel's dead-unit fraction >= ``dead_fraction``, unless its whole
+        gradient is zero *and* a layer nearer the output is vanishing (float32 underflow of a
+        vanishing gradient: then ``vanishing``).
+      - ``vanishing``: a plain kernel's norm < ``vanishing_norm`` or a scale-invariant kernel's
+        ``||g||/||W||`` < ``vanishing_step``, or the block's signal < ``vanishing_ratio`` x the
+        largest signal of its family among blocks that are not exploding.
+    * Embeddings: ``||g||/||W||`` over the rows the batch touched < ``vanishing_step`` is
+      ``vanishing``; they are not compared along depth.
+    * Ungated recurrent layers with a measured time profile (``context["time_profiles"]``):
+      the gradient reaching the first timestep < ``vanishing_ratio`` x the largest one is
+      ``vanishing`` (through time; Bengio, Simard & Frasconi 1994); > ``exploding_ratio`` x the
+      last step's is ``exploding``. Gated cells (LSTM, GRU) learn their time scale through their
+      gates (Hochreiter & Schmidhuber 1997), so only growth through time is a verdict for them.
 
     ``credit`` (used by :func:`health_score`): 1 for healthy; 0 for nonfinite; for vanishing and
     exploding ``0.5 * max(0, 1 - decades_beyond / score_decades)``, where ``decades_beyond`` is
-    how many powers of ten the norm lies past its threshold; for dead ``0.5 * (1 - dead
+    how many powers of ten the evidence lies past its threshold; for dead ``0.5 * (1 - dead
     fraction)``.
     """
     t = thresholds
+    ctx = context or {}
     out = layers.copy()
+    if "role" not in out or "block" not in out:
+        out = annotate_layers(out if "relative_grad" in out else _with_kernel_columns(out), ctx)
+    n = len(out)
     connected = out["connected"].to_numpy(dtype=bool)
     norms = out["grad_norm"].to_numpy(dtype=np.float64)
+    rel = out["relative_grad"].to_numpy(dtype=np.float64)
+    roles = list(out["role"])
+    blocks = list(out["block"])
     bad = (out["nonfinite_count"].to_numpy() > 0) | ~np.isfinite(norms)
-    finite = connected & ~bad
-    last_norm = float(norms[finite][-1]) if finite.any() else float("nan")
-    over = np.array([max(_decades(n, t.exploding_norm), _decades(n, t.exploding_ratio * last_norm))
-                     if ok else 0.0 for n, ok in zip(norms, finite, strict=True)])
-    # "Vanishing relative to the largest layer" ignores exploding layers: one exploding layer
-    # does not make the healthy rest vanish.
-    calm = finite & (over == 0)
-    max_norm = float(norms[calm].max()) if calm.any() else float("nan")
-    status = ["healthy"] * len(out)
-    decades = [0.0] * len(out)
-    for i in range(len(out) - 1, -1, -1):  # output to input: underflow rule looks downstream
-        n = norms[i]
+    ok = connected & ~bad
+    status = ["healthy"] * n
+    decades = [0.0] * n
+    signal = [float("nan")] * n
+    rule = [ROLES.get(r, r) for r in roles]
+    k_grad = out["kernel_grad_norm"].to_numpy(dtype=np.float64)
+    k_weight = out["kernel_weight_norm"].to_numpy(dtype=np.float64)
+    dead_fraction = out["dead_unit_fraction"].to_numpy(dtype=np.float64)
+    block_over: dict[tuple[str, str], float] = {}
+    block_under: dict[tuple[str, str], float] = {}
+    block_signal: dict[tuple[str, str], float] = {}
+    for family in ("norm", "relative"):
+        members = [i for i in range(n) if ok[i] and _DEPTH_FAMILY.get(roles[i]) == family]
+        if not members:
+            continue
+        sig = _block_signals(members, blocks, family, norms, k_grad, k_weight)
+        finite = [b for b in sig if np.isfinite(sig[b])]
+        if not finite:
+            continue
+        last = sig[finite[-1]]
+        hot = {blocks[i] for i in members if family == "norm" and norms[i] > t.exploding_norm}
+        for b, value in sig.items():
+            block_signal[(family, b)] = value
+            block_over[(family, b)] = _decades(value, t.exploding_ratio * last)
+        # "Vanishing relative to the largest" ignores exploding blocks: one exploding block
+        # does not make the healthy rest vanish.
+        calm = [sig[b] for b in finite if block_over[(family, b)] == 0 and b not in hot]
+        top = max(calm) if calm else float("nan")
+        for b, value in sig.items():
+            block_under[(family, b)] = _decades(t.vanishing_ratio * top, value)
+    for i in range(n - 1, -1, -1):  # output to input: the underflow rule looks downstream
         if not connected[i]:
             status[i] = "unused"
             continue
         if bad[i]:
             status[i] = "nonfinite"
             continue
-        if over[i] > 0:
-            status[i], decades[i] = "exploding", float(over[i])
+        role = roles[i]
+        family = _DEPTH_FAMILY.get(role)
+        if role == "embedding":
+            signal[i] = rel[i]
+            under = _decades(t.vanishing_step, rel[i])
+            if under > 0:
+                status[i], decades[i] = "vanishing", under
             continue
-        under = max(_decades(t.vanishing_norm, n), _decades(t.vanishing_ratio * max_norm, n))
-        downstream_vanishing = any(s == "vanishing" for s in status[i + 1:])
-        if out["dead_unit_fraction"].iat[i] >= t.dead_fraction and not (
-            n == 0.0 and downstream_vanishing
+        if family is None:
+            continue
+        key = (family, blocks[i])
+        signal[i] = block_signal.get(key, float("nan"))
+        over = block_over.get(key, 0.0)
+        if family == "norm":
+            over = max(over, _decades(norms[i], t.exploding_norm))
+        if over > 0:
+            status[i], decades[i] = "exploding", over
+            continue
+        under = block_under.get(key, 0.0)
+        under = max(under, _decades(t.vanishing_norm, norms[i]) if family == "norm"
+                    else _decades(t.vanishing_step, rel[i]))
+        if dead_fraction[i] >= t.dead_fraction and not (
+            norms[i] == 0.0 and "vanishing" in status[i + 1:]
         ):
             status[i] = "dead"
             continue
         if under > 0:
             status[i], decades[i] = "vanishing", under
+    through = [False] * n
+    for i, name in enumerate(out["layer"]):
+        prof = (ctx.get("time_profiles") or {}).get(name)
+        if not prof or not prof.get("measured") or status[i] in ("unused", "nonfinite"):
+            continue
+        grow = _decades(prof.get("first_to_last") or float("nan"), t.exploding_ratio)
+        shrink = _decades(t.vanishing_ratio, prof.get("first_to_max") or float("nan"))
+        if grow > 0 and SEVERITY["exploding"] > SEVERITY.get(status[i], 0):
+            status[i], decades[i], through[i] = "exploding", grow, True
+        elif shrink > 0 and not prof.get("gated") and status[i] == "healthy":
+            status[i], decades[i], through[i] = "vanishing", shrink, True
+        if through[i]:
+            rule[i] = "recurrent cell: judged through time (gradient reaching each timestep)"
     out["status"] = status
     out["decades_beyond"] = decades
+    out["signal"] = signal
+    out["through_time"] = through
+    out["rule"] = rule
     out["credit"] = [_credit(s, d, f, t) for s, d, f in
                      zip(status, decades, out["dead_unit_fraction"], strict=True)]
+    return out
+
+
+def _with_kernel_columns(layers: pd.DataFrame) -> pd.DataFrame:
+    out = layers.copy()
+    for col, src in (("kernel_grad_norm", "grad_norm"), ("kernel_weight_norm", "weight_norm")):
+        if col not in out:
+            out[col] = out[src]
+    if "relative_grad" not in out:
+        w = out["kernel_weight_norm"].to_numpy(dtype=np.float64)
+        g = out["kernel_grad_norm"].to_numpy(dtype=np.float64)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            out["relative_grad"] = np.where(w > 0, g / np.where(w > 0, w, 1.0), np.nan)
     return out
 
 
@@ -208,6 +426,7 @@ def health_score(layers: pd.DataFrame) -> float:
     A network whose every layer is healthy scores 100; each unhealthy layer contributes at most
     half credit, less the further it is past its threshold (see :func:`classify_layers`); any
     non-finite gradient caps the score at 50 because one NaN update destroys the whole model.
+    The score measures gradient health, not accuracy (:data:`SCORE_MEANING`).
     """
     used = layers[layers["status"] != "unused"]
     if used.empty:
@@ -218,203 +437,446 @@ def health_score(layers: pd.DataFrame) -> float:
     return round(score, 1)
 
 
-def _names(layers: pd.DataFrame, limit: int = 4) -> str:
-    names = list(layers["layer"])
+def _names(names: Any, limit: int = 4) -> str:
+    names = list(names["layer"]) if isinstance(names, pd.DataFrame) else list(names)
     if len(names) <= limit:
         return ", ".join(f"'{n}'" for n in names)
     return f"'{names[0]}' ... '{names[-1]}' ({len(names)} layers)"
 
 
+def _depth_vanishing_finding(used: pd.DataFrame, van: pd.DataFrame, t: Thresholds) -> str:
+    """A sentence that shows the decay: the weakest block against the strongest of its family."""
+    role = van["role"].iloc[0] if "role" in van else "kernel"
+    family = _DEPTH_FAMILY.get(role, "norm")
+    same = used[[(_DEPTH_FAMILY.get(r) == family) for r in used["role"]]]
+    same = same[same["status"] != "exploding"]
+    blocks = list(dict.fromkeys(same["block"]))
+    weakest = van.loc[van["signal"].astype(float).idxmin()]
+    strongest = same.loc[same["signal"].astype(float).idxmax()]
+    ratio = float(weakest["signal"]) / float(strongest["signal"])
+    steps = abs(blocks.index(strongest["block"]) - blocks.index(weakest["block"])) or 1
+    per = ratio ** (1.0 / steps) if ratio > 0 else 0.0
+    what = "gradient norm" if family == "norm" else "gradient-to-weight ratio ||g||/||W||"
+    toward = "input" if weakest["position"] < strongest["position"] else "output"
+    where = (f"block '{weakest['block']}'" if weakest["block"] != weakest["layer"]
+             else f"'{weakest['layer']}'")
+    top = (f"block '{strongest['block']}'" if strongest["block"] != strongest["layer"]
+           else f"'{strongest['layer']}'")
+    return (f"Gradients vanish toward the {toward} in {_names(van)}: the {what} of {where} is "
+            f"{float(weakest['signal']):.3g}, {ratio:.2g} times that of {top} "
+            f"({float(strongest['signal']):.3g}) {steps} block(s) away, a decay of about "
+            f"x{per:.3g} per block (limit: {t.vanishing_ratio:g} of the largest).")
+
+
+def _time_findings(used: pd.DataFrame, t: Thresholds, ctx: dict[str, Any]) -> list[str]:
+    out = []
+    for name, prof in (ctx.get("time_profiles") or {}).items():
+        row = used[used["layer"] == name]
+        label = prof.get("layer", name)
+        if not prof.get("measured"):
+            out.append(f"The gradient through time of '{label}' was not measured: "
+                       f"{prof.get('why', 'unknown reason')}.")
+            continue
+        length = int(prof["length"])
+        decay = float(prof["decay_per_step"])
+        horizon = memory_horizon(decay, t.vanishing_ratio)
+        first_max = float(prof["first_to_max"])
+        cell = prof.get("cell", "recurrent cell")
+        through = bool(len(row) and row["through_time"].iat[0])
+        status = row["status"].iat[0] if len(row) else "healthy"
+        if through and status == "vanishing":
+            lost = max(0, length - int(math.floor(horizon)))
+            out.append(
+                f"Gradients vanish through time in '{label}' ({cell}): the gradient reaching "
+                f"timestep 1 is {first_max:.2g} times the largest one over the {length} steps, "
+                f"shrinking by about x{decay:.3g} per step back in time; it falls below "
+                f"{t.vanishing_ratio:g} after about {horizon:.0f} steps, so the first {lost} "
+                "timesteps barely influence learning (parameter gradients sum over time and "
+                "hide this).")
+        elif through and status == "exploding":
+            out.append(
+                f"Gradients explode through time in '{label}' ({cell}): the first timestep "
+                f"gets {float(prof['first_to_last']):.3g} times the last one's gradient, "
+                f"growing by about x{1 / decay:.3g} per step back in time.")
+        elif prof.get("gated") and horizon < length:
+            out.append(
+                f"'{label}' ({cell}): at initialization the gradient through time shrinks by "
+                f"about x{decay:.3g} per step (first timestep: {first_max:.2g} of the largest, "
+                f"a {t.vanishing_ratio:g} drop after about {horizon:.0f} of {length} steps). "
+                "Not a verdict: the gates learn how long to remember (Hochreiter & "
+                "Schmidhuber 1997; Cho et al. 2014); for dependencies much longer than that, "
+                "chrono initialization of the gate biases sets a longer time scale (Tallec & "
+                "Ollivier 2018).")
+        else:
+            out.append(
+                f"'{label}' ({cell}): the gradient reaches every one of the {length} timesteps "
+                f"(first timestep: {first_max:.2g} of the largest, x{decay:.3g} per step).")
+    return out
+
+
+def _not_judged_finding(used: pd.DataFrame, ctx: dict[str, Any]) -> str | None:
+    if "role" not in used:
+        return None
+    names, n = np.unique(used["role"].to_numpy().astype(str), return_counts=True)
+    counts = dict(zip(names.tolist(), n.tolist(), strict=True))
+    parts = []
+    if counts.get("attention_qk"):
+        parts.append(f"{counts['attention_qk']} attention query/key projection(s) (their "
+                     "gradients are small at initialization because the softmax starts "
+                     "near-uniform; Xiong et al. 2020)")
+    if counts.get("normalization"):
+        parts.append(f"{counts['normalization']} normalization layer(s)")
+    if counts.get("vector"):
+        parts.append(f"{counts['vector']} layer(s) with only vectors")
+    notes = []
+    if parts:
+        notes.append("Not read as depth evidence on their own: " + "; ".join(parts) + ".")
+    if counts.get("scale_invariant"):
+        notes.append(f"{counts['scale_invariant']} kernel(s) followed by normalization are "
+                     "judged by their gradient-to-weight ratio ||g||/||W||, not by their "
+                     "gradient norm, which scales as 1/||W|| (van Laarhoven 2017).")
+    rows = ctx.get("embedding_rows") or {}
+    for name, info in rows.items():
+        notes.append(f"Embedding '{name}' is judged on the {info['rows']} of {info['of']} rows "
+                     f"this batch touched ({info['source']}).")
+    return " ".join(notes) if notes else None
+
+
 def findings(layers: pd.DataFrame, thresholds: Thresholds, context: dict[str, Any]) -> list[str]:
-    """Plain-English sentences describing what the layer table shows, with layers and numbers."""
+    """Plain-English sentences describing what the layer table shows, with layers and numbers.
+
+    A "vanish" finding shows the decay it describes (a ratio below 1 and the factor per block or
+    per timestep); layers that are not depth evidence are named as such.
+    """
     t = thresholds
-    used = layers[layers["status"] != "unused"]
+    ctx = context or {}
+    status = layers["status"].to_numpy()
     out: list[str] = []
-    if used.empty:
+    if (status == "unused").all():
         return ["No layer received a gradient: the loss does not depend on any trainable weight."]
-    first, last = used.iloc[0], used.iloc[-1]
-    norms = used["grad_norm"].to_numpy(dtype=np.float64)
-    finite = norms[np.isfinite(norms)]
-    unused = layers[layers["status"] == "unused"]
-    if len(unused):
-        out.append(f"{_names(unused)} receive no gradient at all: they are not connected to the "
-                   "loss (frozen path or unused branch).")
-    bad = used[used["status"] == "nonfinite"]
-    if len(bad):
+    # Filter the table only for the statuses present: a healthy report costs a few array ops.
+    present = set(status)
+    used = layers[status != "unused"] if "unused" in present else layers
+    status = used["status"].to_numpy()
+    through = (used["through_time"].to_numpy(dtype=bool) if "through_time" in used
+               else np.zeros(len(used), dtype=bool))
+    last_norm = float(used["grad_norm"].iat[-1])
+    if "unused" in present:
+        out.append(f"{_names(layers[layers['status'] == 'unused'])} receive no gradient at all: "
+                   "they are not connected to the loss (frozen path or unused branch).")
+    if "nonfinite" in present:
+        bad = used[status == "nonfinite"]
         out.append(f"{int(bad['nonfinite_count'].sum())} gradient entries are NaN or inf in "
                    f"{_names(bad)}; a single such update turns the weights into NaN.")
-    exploding = used[used["status"] == "exploding"]
-    if len(exploding):
+    exploding_mask = (status == "exploding") & ~through
+    if exploding_mask.any():
+        exploding = used[exploding_mask]
         top = exploding.loc[exploding["grad_norm"].idxmax()]
         out.append(
             f"Gradients explode in {_names(exploding)}: the largest norm is "
             f"{top['grad_norm']:.3g} in '{top['layer']}', above the limit of "
-            f"{t.exploding_norm:.3g} (or {t.exploding_ratio:.3g}x the last layer's norm, "
-            f"{last['grad_norm']:.3g})."
+            f"{t.exploding_norm:.3g} (or {t.exploding_ratio:.3g}x the last layer's, "
+            f"{last_norm:.3g})."
         )
-    dead = used[used["status"] == "dead"]
-    if len(dead):
+    if "dead" in present:
+        dead = used[status == "dead"]
         worst = dead.loc[dead["dead_unit_fraction"].idxmax()]
         out.append(
             f"{_names(dead)} have mostly dead units: in '{worst['layer']}' "
             f"{100 * worst['dead_unit_fraction']:.0f}% of units got an exactly zero gradient on "
             f"this batch (threshold {100 * t.dead_fraction:.0f}%)."
         )
-    vanishing = used[used["status"] == "vanishing"]
-    if len(vanishing):
-        smallest = vanishing.loc[vanishing["grad_norm"].idxmin()]
-        n_layers = len(used)
-        ratio = first["grad_norm"] / last["grad_norm"] if last["grad_norm"] > 0 else float("nan")
-        per_layer = ratio ** (1.0 / max(n_layers - 1, 1)) if ratio > 0 else float("nan")
+    vanishing_mask = (status == "vanishing") & ~through
+    if vanishing_mask.any():
+        vanishing = used[vanishing_mask]
+        emb = vanishing[vanishing["role"] == "embedding"] if "role" in vanishing else \
+            vanishing.iloc[0:0]
+        depth = vanishing.drop(emb.index)
+        if len(depth):
+            for family in dict.fromkeys(_DEPTH_FAMILY.get(r, "norm") for r in depth["role"]):
+                part = depth[[_DEPTH_FAMILY.get(r, "norm") == family for r in depth["role"]]]
+                out.append(_depth_vanishing_finding(used, part, t))
+        for _, row in emb.iterrows():
+            out.append(f"Embedding '{row['layer']}' gets a gradient of {row['signal']:.3g} of its "
+                       f"touched rows' norm, below {t.vanishing_step:g}: those rows cannot learn.")
         zeros = vanishing[vanishing["grad_norm"] == 0.0]
-        out.append(
-            f"Gradients vanish in {_names(vanishing)}: the first layer '{first['layer']}' gets a "
-            f"gradient norm of {first['grad_norm']:.3g}, {ratio:.3g} times that of the last layer "
-            f"'{last['layer']}' ({last['grad_norm']:.3g}), i.e. about x{per_layer:.3g} per layer "
-            f"across {n_layers} layers; the smallest is {smallest['grad_norm']:.3g} in "
-            f"'{smallest['layer']}'."
-        )
         if len(zeros):
             out.append(f"In {_names(zeros)} the gradient underflowed to exactly 0.0 in float32: "
                        "these layers cannot learn at all.")
-    if not (len(bad) or len(exploding) or len(dead) or len(vanishing)):
-        spread = finite.max() / finite.min() if finite.size and finite.min() > 0 else float("nan")
-        out.append(
-            f"All {len(used)} layers have healthy gradients: norms range from {finite.min():.3g} "
-            f"to {finite.max():.3g} (a spread of {spread:.3g}x, limit "
-            f"{1 / t.vanishing_ratio:.3g}x), no dead layers, no NaN/inf."
-        )
+    if ctx.get("time_profiles"):
+        out += _time_findings(used, t, ctx)
+    if present <= {"healthy", "unused"}:
+        roles = used["role"].to_numpy() if "role" in used else np.full(len(used), "kernel")
+        signal = (used["signal"].to_numpy(dtype=np.float64) if "signal" in used
+                  else used["grad_norm"].to_numpy(dtype=np.float64))
+        parts = []
+        for family, what in (("norm", "gradient norms"), ("relative", "||g||/||W|| ratios")):
+            mask = np.array([_DEPTH_FAMILY.get(r) == family for r in roles], dtype=bool)
+            values = signal[mask]
+            values = values[np.isfinite(values) & (values > 0)]
+            if values.size:
+                parts.append(f"{int(mask.sum())} layers by {what} from {values.min():.3g} to "
+                             f"{values.max():.3g} (spread {values.max() / values.min():.3g}x)")
+        if parts:
+            n_judged = sum(_DEPTH_FAMILY.get(r) is not None for r in roles)
+            out.append(f"All {n_judged} layers judged along depth have healthy gradients: " +
+                       "; ".join(parts) +
+                       f" (limit {1 / t.vanishing_ratio:.3g}x between blocks); no dead layers, "
+                       "no NaN/inf.")
+        else:
+            out.append("No layer is depth evidence and none has NaN/inf gradients.")
+    note = _not_judged_finding(used, ctx)
+    if note:
+        out.append(note)
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# Recommendations: what the model does not have yet, for the layers concerned, with the paper.
+# --------------------------------------------------------------------------------------------
+
+def _snake(name: str) -> str:
+    return re.sub(r"(?<!^)(?=[A-Z])", "_", str(name)).lower()
+
+
+def _optimizer_base(name: str | None) -> str | None:
+    if not name:
+        return None
+    inner = re.search(r"\((\w+)\)", name)
+    return inner.group(1) if inner else name
+
+
+def _optimizer_rec(ctx: dict[str, Any], layers: tuple[str, ...], why: str
+                   ) -> Recommendation | None:
+    name = _optimizer_base(ctx.get("optimizer"))
+    if name in ADAPTIVE_OPTIMIZERS:
+        return None
+    now = ("no optimizer is compiled yet: compile with Adam" if name is None
+           else f"the model is compiled with {name}: use Adam instead")
+    return Recommendation(
+        "optimizer", "Use Adam (per-parameter step sizes)" + (" when compiling" if name is None
+                                                              else f" instead of {name}"),
+        f"{now}; {why}", layers, "Kingma & Ba 2015, Adam", {"optimizer": "adam"})
+
+
+def _lower_lr(lr: Any, compiled: bool) -> str:
+    if isinstance(lr, float):
+        return f"Lower the learning rate by 10x (now {lr:.3g})"
+    if compiled:
+        return "Lower the learning rate by 10x"
+    return "No optimizer is compiled yet: when compiling, use a learning rate 10x below the usual"
+
+
+def _init_mismatches(names: list[str], acts: dict[str, str], inits: dict[str, str]
+                     ) -> dict[str, list[str]]:
+    """matched initializer -> layers whose initializer differs from it (knowledge table)."""
+    out: dict[str, list[str]] = {}
+    for n in names:
+        if n not in inits:
+            continue
+        want = matched_initializer(acts.get(n, "linear"))
+        if _snake(inits[n]) != want:
+            out.setdefault(want, []).append(n)
     return out
 
 
 def recommendations(layers: pd.DataFrame, thresholds: Thresholds, context: dict[str, Any]
                     ) -> list[Recommendation]:
-    """Concrete fixes tied to the statuses found, using what is known about the model.
+    """Concrete fixes tied to the statuses found, that the model does not already have.
 
-    ``context`` keys used (all optional): ``activations`` (layer -> activation name),
-    ``initializers`` (layer -> initializer class name), ``has_normalization``,
-    ``has_residual``, ``depth``, ``learning_rate``.
+    Each recommendation names the layers it concerns, says why with the measured numbers and
+    cites the paper. Nothing the model already has is proposed: a normalization layer when it
+    has one (nested ones count), residual connections when it has ``Add`` merges or custom
+    layers whose ``call`` may hold them, an activation or initializer a layer already uses (the
+    pairing comes from :mod:`gradhealth.core.knowledge`), Adam when an adaptive optimizer is
+    compiled, clipping when the optimizer clips.
+
+    ``context`` keys used (all optional): ``activations``, ``initializers``,
+    ``recurrent_initializers``, ``has_normalization``, ``has_residual`` (True/False/None =
+    unknown), ``depth``, ``optimizer``, ``learning_rate``, ``clipping``, ``time_profiles``.
     """
+    ctx = context or {}
     used = layers[layers["status"] != "unused"]
     statuses = set(used["status"])
-    acts: dict[str, str] = context.get("activations", {})
-    inits: dict[str, str] = context.get("initializers", {})
-    depth = int(context.get("depth", len(used)))
-    has_norm = bool(context.get("has_normalization", False))
-    has_res = bool(context.get("has_residual", False))
-    lr = context.get("learning_rate")
+    acts: dict[str, str] = ctx.get("activations", {})
+    inits: dict[str, str] = ctx.get("initializers", {})
+    depth = int(ctx.get("depth", len(used)))
+    has_norm = bool(ctx.get("has_normalization", False))
+    has_res = ctx.get("has_residual", False)
+    lr = ctx.get("learning_rate")
+    compiled = ctx.get("optimizer") is not None or lr is not None
+    clipping = ctx.get("clipping")
+    through = used["through_time"] if "through_time" in used else pd.Series(False, used.index)
     recs: list[Recommendation] = []
     all_layers = tuple(used["layer"])
 
+    def add(rec: Recommendation | None) -> None:
+        if rec is not None and all(str(r) != str(rec) for r in recs):
+            recs.append(rec)
+
     if "nonfinite" in statuses:
-        recs.append(Recommendation(
+        bad = tuple(used[used["status"] == "nonfinite"]["layer"])
+        add(Recommendation(
             "data", "Check the inputs and the loss for NaN/inf (use from_logits=True losses "
-            "instead of log(softmax))",
-            "non-finite gradients start either in the data or in a numerically unstable loss",
-            all_layers, "Goodfellow, Bengio & Courville 2016, Deep Learning, sec. 4.1"))
-        recs.append(Recommendation(
-            "clipping", "Train with gradhealth.GradientHealthMonitor(on_nonfinite='skip') and "
-            "clip the global gradient norm to 1.0",
-            "a skipped update keeps the weights finite while the cause is found",
-            all_layers, "Pascanu, Mikolov & Bengio 2013, On the difficulty of training RNNs",
-            {"clipping": "global_norm", "clip_value": 1.0}))
+            "instead of log(softmax)), and restore the last finite weights",
+            "non-finite gradients start either in the data, in a numerically unstable loss or "
+            "in weights already destroyed by a too-large step",
+            bad, "Goodfellow, Bengio & Courville 2016, Deep Learning, sec. 4.1"))
+        if not clipping:
+            add(Recommendation(
+                "clipping", "Train with gradhealth.GradientHealthMonitor(on_nonfinite='skip') "
+                "and clip the global gradient norm to 1.0",
+                "a skipped update keeps the weights finite while the cause is found",
+                bad, "Pascanu, Mikolov & Bengio 2013, On the difficulty of training RNNs",
+                {"clipping": "global_norm", "clip_value": 1.0}))
+        if lr is not None:
+            add(Recommendation(
+                "learning_rate", f"Lower the learning rate (now {lr:.3g}) by 10x or more",
+                "a step far larger than the weights overflows them to inf, then NaN",
+                bad, "Bengio 2012, Practical recommendations for gradient-based training",
+                {"learning_rate_factor": 0.1}))
 
     if "exploding" in statuses:
         ex = used[used["status"] == "exploding"]
-        big_init = sorted({inits[n] for n in ex["layer"] if n in inits
-                           and inits[n] not in ("HeNormal", "HeUniform", "GlorotUniform",
-                                                "GlorotNormal", "LecunNormal", "LecunUniform",
-                                                "Orthogonal")})
-        relu_like = any(acts.get(n, "") in RELU_FAMILY for n in ex["layer"])
-        target = "he_normal" if relu_like else "glorot_uniform"
-        recs.append(Recommendation(
-            "initializer",
-            f"Re-initialize the kernels with {target}" +
-            (f" instead of {', '.join(big_init)}" if big_init else ""),
-            f"the largest layer gradient norm is {ex['grad_norm'].max():.3g}; a variance-"
-            "preserving initializer keeps each layer's gain near 1",
-            tuple(ex["layer"]), "He et al. 2015, Delving Deep into Rectifiers" if relu_like
-            else "Glorot & Bengio 2010, Understanding the difficulty of training deep FNNs",
-            {"kernel_initializer": target}))
-        recs.append(Recommendation(
-            "clipping", "Clip the global gradient norm (clipnorm=1.0 or gradhealth AutoClip)",
-            "bounds every update while the root cause is fixed",
-            tuple(ex["layer"]), "Pascanu, Mikolov & Bengio 2013; Seetharaman et al. 2020 (AutoClip)",
-            {"clipping": "global_norm", "clip_value": 1.0}))
-        lr_text = f" (now {lr:.3g})" if isinstance(lr, float) else ""
-        recs.append(Recommendation(
-            "learning_rate", f"Lower the learning rate by 10x{lr_text}",
-            "steps proportional to exploding gradients overshoot",
-            all_layers, "Bengio 2012, Practical recommendations for gradient-based training",
+        ex_depth = ex[~through.loc[ex.index]]
+        names = tuple(ex["layer"])
+        for want, bad_init in _init_mismatches(list(ex_depth["layer"]), acts, inits).items():
+            current = sorted({inits[n] for n in bad_init})
+            add(Recommendation(
+                "initializer", f"Re-initialize the kernels of {_names(bad_init)} with {want} "
+                f"instead of {', '.join(current)}",
+                f"the largest layer gradient norm is {ex['grad_norm'].max():.3g}; {want} is "
+                f"the variance-preserving initializer for their activation, keeping each "
+                "layer's gain near 1", tuple(bad_init), INITIALIZER_SOURCES[want],
+                {"kernel_initializer": want}))
+        if not clipping:
+            add(Recommendation(
+                "clipping", "Clip the global gradient norm (clipnorm=1.0 or gradhealth AutoClip)",
+                "it bounds every update while the root cause is fixed; the optimizer clips "
+                "nothing now", names,
+                "Pascanu, Mikolov & Bengio 2013; Seetharaman et al. 2020 (AutoClip)",
+                {"clipping": "global_norm", "clip_value": 1.0}))
+        add(Recommendation(
+            "learning_rate", _lower_lr(lr, compiled),
+            "steps proportional to exploding gradients overshoot", names,
+            "Bengio 2012, Practical recommendations for gradient-based training",
             {"learning_rate_factor": 0.1}))
-        if not has_norm:
-            recs.append(Recommendation(
-                "normalization", "Add LayerNormalization (BatchNormalization for long CNN "
-                "training) before each hidden activation",
-                "normalization resets each layer's scale, so gains cannot compound",
-                all_layers, "Ba, Kiros & Hinton 2016, Layer Normalization; Ioffe & Szegedy 2015",
+        if not has_norm and len(ex_depth):
+            add(Recommendation(
+                "normalization", "Add LayerNormalization (BatchNormalization for CNNs) before "
+                f"the hidden activations of {_names(ex_depth)}",
+                "the model has no normalization layer; normalization resets each layer's "
+                "scale, so gains cannot compound", tuple(ex_depth["layer"]),
+                "Ba, Kiros & Hinton 2016, Layer Normalization; Ioffe & Szegedy 2015",
                 {"normalization": "layer"}))
 
     if "dead" in statuses:
         dd = used[used["status"] == "dead"]
-        recs.append(Recommendation(
-            "activation", "Replace ReLU with LeakyReLU, ELU or GELU in the dead layers",
-            f"up to {100 * dd['dead_unit_fraction'].max():.0f}% of units output zero for every "
-            "example; a non-zero negative slope lets them recover",
-            tuple(dd["layer"]), "Maas et al. 2013 (Leaky ReLU); Clevert et al. 2016 (ELU)",
-            {"activation": "leaky_relu"}))
-        recs.append(Recommendation(
-            "initializer", "Use He initialization and standardized inputs",
-            "too-negative pre-activations at initialization kill ReLU units",
-            tuple(dd["layer"]), "Lu et al. 2019, Dying ReLU and Initialization",
-            {"kernel_initializer": "he_normal"}))
-        recs.append(Recommendation(
-            "learning_rate", "Lower the learning rate",
+        zero_side = [n for n in dd["layer"] if acts.get(n) in ("relu", "relu6")]
+        if zero_side:
+            add(Recommendation(
+                "activation", f"Replace ReLU with LeakyReLU, ELU or GELU in {_names(zero_side)}",
+                f"up to {100 * dd['dead_unit_fraction'].max():.0f}% of units get an exactly "
+                "zero gradient for every example; a non-zero negative slope lets them recover",
+                tuple(zero_side), "Maas et al. 2013 (Leaky ReLU); Clevert et al. 2016 (ELU)",
+                {"activation": "leaky_relu"}))
+        mismatched = _init_mismatches(list(dd["layer"]), acts, inits)
+        for want, bad_init in mismatched.items():
+            add(Recommendation(
+                "initializer", f"Re-initialize {_names(bad_init)} with {want}",
+                "too-negative pre-activations at initialization kill rectifier units",
+                tuple(bad_init), "Lu et al. 2019, Dying ReLU and Initialization",
+                {"kernel_initializer": want}))
+        if not mismatched:
+            add(Recommendation(
+                "data", f"Check the biases and the input scale of {_names(dd)}: reset biases "
+                "to zero and standardize the inputs",
+                "their kernels already use the initializer matched to the activation, so the "
+                "units die from a negative bias or shifted inputs", tuple(dd["layer"]),
+                "Lu et al. 2019, Dying ReLU and Initialization"))
+        add(Recommendation(
+            "learning_rate", _lower_lr(lr, compiled),
             "a too-large step pushes biases negative and kills units permanently",
             tuple(dd["layer"]), "Lu et al. 2019", {"learning_rate_factor": 0.1}))
 
     if "vanishing" in statuses:
-        van = used[used["status"] == "vanishing"]
-        hidden = [n for n in all_layers if n in acts]
-        saturating = [n for n in hidden if acts[n] in SATURATING_ACTIVATIONS]
-        if saturating:
-            names = sorted({acts[n] for n in saturating})
-            recs.append(Recommendation(
-                "activation", f"Replace {'/'.join(names)} with ReLU (or GELU/Swish) in "
-                f"{len(saturating)} hidden layer(s)",
-                f"the derivative of {names[0]} is at most "
-                f"{0.25 if names[0] == 'sigmoid' else 1.0:g} and near 0 when saturated, so the "
-                f"gradient shrinks at every layer; ReLU's derivative is exactly 1 where active",
-                tuple(saturating), "Glorot, Bordes & Bengio 2011, Deep Sparse Rectifier Networks",
-                {"activation": "relu"}))
-            recs.append(Recommendation(
-                "initializer", "Use He normal initialization with the ReLU-family activation",
-                "He init keeps forward and backward variance constant through ReLU layers",
-                tuple(saturating), "He et al. 2015, Delving Deep into Rectifiers",
-                {"kernel_initializer": "he_normal"}))
-        else:
-            recs.append(Recommendation(
-                "initializer", "Use a variance-preserving initializer (He for ReLU family, "
-                "Glorot for tanh) or calibrate with gradhealth.lsuv_init",
-                "the layers' gains multiply to a vanishing product",
-                tuple(van["layer"]), "Mishkin & Matas 2016, All you need is a good init",
-                {"kernel_initializer": "he_normal"}))
-        if not has_norm:
-            recs.append(Recommendation(
-                "normalization", "Add LayerNormalization (BatchNormalization for long CNN "
-                "training) before each hidden activation",
-                "it keeps pre-activations in the non-saturated range at every depth; layer norm "
-                "behaves the same in training and inference, whereas batch norm's moving "
-                "statistics need many steps before inference is accurate",
-                all_layers, "Ba, Kiros & Hinton 2016, Layer Normalization; Ioffe & Szegedy 2015",
-                {"normalization": "layer"}))
-        if depth >= 10 and not has_res:
-            recs.append(Recommendation(
-                "residual", f"Add residual (skip) connections around the hidden layers ({depth} weighted layers deep)",
-                "an identity path carries the gradient past every layer unchanged",
-                all_layers, "He et al. 2016, Deep Residual Learning", {"residual": True}))
-        recs.append(Recommendation(
-            "optimizer", "Use Adam (per-parameter step sizes) rather than plain SGD",
-            "it rescales small gradients, partly compensating the imbalance between layers",
-            all_layers, "Kingma & Ba 2015, Adam", {"optimizer": "adam"}))
+        van_all = used[used["status"] == "vanishing"]
+        van_time = van_all[through.loc[van_all.index]]
+        van = van_all[~through.loc[van_all.index]]
+        for name in van_time["layer"]:
+            prof = (ctx.get("time_profiles") or {}).get(name, {})
+            label = prof.get("layer", name)
+            add(Recommendation(
+                "architecture", f"Replace the {prof.get('cell', 'RNNCell')[:-4]} layer "
+                f"'{label}' with an LSTM or GRU",
+                f"the gradient reaching its first timestep is {prof.get('first_to_max', 0):.2g} "
+                f"of the largest (x{prof.get('decay_per_step', float('nan')):.3g} per step): an "
+                "ungated recurrence multiplies one Jacobian per step, while a gated cell keeps "
+                "an additive path through time", (name,),
+                "Bengio, Simard & Frasconi 1994; Hochreiter & Schmidhuber 1997 (LSTM); Cho et "
+                "al. 2014 (GRU)", {"recurrent_cell": "lstm"}))
+            rinit = (ctx.get("recurrent_initializers") or {}).get(name)
+            if rinit is not None and _snake(rinit) != "orthogonal":
+                add(Recommendation(
+                    "initializer", f"Initialize the recurrent kernel of '{label}' orthogonally "
+                    f"instead of {rinit}",
+                    "orthogonal matrices have every singular value 1, so the linear part of the "
+                    "recurrence neither shrinks nor grows the gradient", (name,),
+                    "Saxe, McClelland & Ganguli 2014", {"recurrent_initializer": "orthogonal"}))
+        if len(van):
+            depth_layers = [n for n, r in zip(used["layer"], used.get("role", []), strict=False)
+                            if _DEPTH_FAMILY.get(r) is not None] or list(all_layers)
+            saturating = [n for n in depth_layers if acts.get(n) in SATURATING_ACTIVATIONS]
+            if saturating:
+                names = sorted({acts[n] for n in saturating})
+                slope = max((facts(a).max_derivative if facts(a) else 1.0) for a in names)
+                add(Recommendation(
+                    "activation", f"Replace {'/'.join(names)} with ReLU (or GELU/Swish) in "
+                    f"{len(saturating)} hidden layer(s): {_names(saturating)}",
+                    f"the derivative of {'/'.join(names)} is at most {slope:g} and near 0 when "
+                    "saturated, so the gradient shrinks at every layer; ReLU's derivative is "
+                    "exactly 1 where active",
+                    tuple(saturating), "Glorot, Bordes & Bengio 2011, Deep Sparse Rectifier "
+                    "Networks", {"activation": "relu"}))
+                want = matched_initializer("relu")
+                not_he = [n for n in saturating if _snake(inits.get(n, "")) != want]
+                if not_he:
+                    add(Recommendation(
+                        "initializer", f"Use {want} initialization with the ReLU-family "
+                        f"activation in {_names(not_he)}",
+                        "it keeps forward and backward variance constant through ReLU layers",
+                        tuple(not_he), INITIALIZER_SOURCES[want], {"kernel_initializer": want}))
+            else:
+                mismatched = _init_mismatches(list(van["layer"]), acts, inits)
+                for want, bad_init in mismatched.items():
+                    add(Recommendation(
+                        "initializer", f"Re-initialize {_names(bad_init)} with {want}",
+                        "it is the variance-preserving initializer for their activation; the "
+                        "layers' gains multiply to a vanishing product now", tuple(bad_init),
+                        INITIALIZER_SOURCES[want], {"kernel_initializer": want}))
+                if not mismatched:
+                    add(Recommendation(
+                        "initializer", f"Calibrate {_names(van)} with gradhealth.lsuv_init",
+                        "their initializers already match their activations, yet the gains "
+                        "multiply to a vanishing product: a data-driven scale fixes it",
+                        tuple(van["layer"]), "Mishkin & Matas 2016, All you need is a good init"))
+            if not has_norm:
+                add(Recommendation(
+                    "normalization", "Add LayerNormalization (BatchNormalization for CNNs) "
+                    f"before the hidden activations of {_names(van)}",
+                    "the model has no normalization layer; normalization keeps "
+                    "pre-activations in the non-saturated range at every depth",
+                    tuple(van["layer"]),
+                    "Ba, Kiros & Hinton 2016, Layer Normalization; Ioffe & Szegedy 2015",
+                    {"normalization": "layer"}))
+            if depth >= 10 and has_res is False:
+                add(Recommendation(
+                    "residual", f"Add residual (skip) connections around the hidden layers "
+                    f"({depth} weighted layers deep, no Add merge in the model)",
+                    "an identity path carries the gradient past every layer unchanged",
+                    tuple(van["layer"]), "He et al. 2016, Deep Residual Learning",
+                    {"residual": True}))
+            add(_optimizer_rec(ctx, tuple(van["layer"]), "per-parameter step sizes rescale "
+                               "small gradients, partly compensating the imbalance between "
+                               "layers"))
     return recs

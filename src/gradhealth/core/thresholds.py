@@ -19,6 +19,12 @@ __all__ = ["Thresholds"]
 class Thresholds:
     """Decision thresholds for classifying per-layer gradient health.
 
+    Which rule applies to which layer, and why, is explained in
+    :func:`gradhealth.core.diagnosis.classify_layers` and the README's "How the diagnosis
+    decides". ``vanishing_ratio`` and ``exploding_ratio`` also judge the gradient *through time*
+    of an ungated recurrent layer: the gradient reaching its first timestep compared with the
+    largest one it receives (Bengio, Simard & Frasconi 1994).
+
     Attributes:
         vanishing_ratio: A layer whose gradient norm is below this fraction of the largest layer
             gradient norm in the network is "vanishing". With the sigmoid's maximal derivative of
@@ -43,6 +49,15 @@ class Thresholds:
             their deepest layers on a 128-example batch (the representation degenerates with
             depth), so the default 0.75 leaves margin above that and flags layers that have lost
             three units in four. Smaller batches make more units look dead: use >= 64 examples.
+        vanishing_step: The absolute floor for layers judged by their *relative* gradient
+            ``||g|| / ||W||`` (kernels followed by normalization, embedding rows): below it, an
+            SGD step at any learning rate up to 1 changes the weights by less than float32's
+            resolution (machine epsilon 1.2e-7), so the layer cannot learn. A ratio of two norms
+            of the same tensor, it does not depend on the layer's parameter count or on the
+            batch size (the loss is a mean over the batch). Kernels followed by normalization
+            have no absolute upper limit: their function depends only on ``W / ||W||``, and a
+            large step grows ``||W||``, which shrinks the next effective step (van Laarhoven
+            2017, "L2 Regularization versus Batch and Weight Normalization").
         score_decades: In the health score, a vanishing/exploding layer loses credit linearly
             with the number of decades (powers of 10) it lies beyond its threshold, reaching zero
             credit at this many decades (6: the sigmoid decay over about ten layers).
@@ -53,11 +68,12 @@ class Thresholds:
     exploding_norm: float = 1e3
     exploding_ratio: float = 1e3
     dead_fraction: float = 0.75
+    vanishing_step: float = 1e-7
     score_decades: float = 6.0
 
     def __post_init__(self) -> None:
         for name in ("vanishing_ratio", "vanishing_norm", "exploding_norm", "exploding_ratio",
-                     "score_decades"):
+                     "vanishing_step", "score_decades"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not (
                 math.isfinite(value) and value > 0

@@ -14,63 +14,13 @@ from __future__ import annotations
 from typing import Any
 
 import keras
-import numpy as np
 
-from gradhealth.adapters.keras_compat import walk_layers
 from gradhealth.core.thresholds import Thresholds
-from gradhealth.diagnosis.gradients import measure_gradients
+from gradhealth.diagnosis.context import NORMALIZATION_LAYERS, RESIDUAL_LAYERS, model_context
+from gradhealth.diagnosis.gradients import measure_gradients, prepare_batch, resolve_loss
 from gradhealth.diagnosis.report import HealthReport, diagnose
 
 __all__ = ["NORMALIZATION_LAYERS", "RESIDUAL_LAYERS", "checkup", "model_context"]
-
-NORMALIZATION_LAYERS: tuple[str, ...] = ("BatchNormalization", "LayerNormalization",
-                                         "GroupNormalization", "UnitNormalization",
-                                         "RMSNormalization")
-RESIDUAL_LAYERS: tuple[str, ...] = ("Add",)
-
-
-def model_context(model: keras.Model, layer_names: list[str]) -> dict[str, Any]:
-    """Facts about the model that the recommendations use (plain Python values)."""
-    layers = walk_layers(model)
-    by_name = {layer.name: layer for layer in layers}
-    activations: dict[str, str] = {}
-    initializers: dict[str, str] = {}
-    for name in layer_names:
-        layer = by_name.get(name.rsplit("/", 1)[-1])
-        if layer is None:
-            continue
-        act = getattr(layer, "activation", None)
-        if act is not None and getattr(act, "__name__", "linear") != "linear":
-            activations[name] = act.__name__
-        init = getattr(layer, "kernel_initializer", None)
-        if init is not None:
-            initializers[name] = type(init).__name__
-    # An activation applied by a separate Activation layer counts for the Dense before it.
-    separate = [getattr(getattr(layer, "activation", None), "__name__", None)
-                for layer in layers if type(layer).__name__ == "Activation"]
-    if separate and not activations:
-        weighted = [n for n in layer_names if n in initializers][:-1]
-        for name, act in zip(weighted, separate, strict=False):
-            activations[name] = act
-    optimizer = getattr(model, "optimizer", None)
-    lr = None
-    if optimizer is not None and not isinstance(optimizer, str):
-        try:
-            lr = float(keras.ops.convert_to_numpy(optimizer.learning_rate))
-        except (TypeError, ValueError, AttributeError):
-            lr = None
-    kinds = {type(layer).__name__ for layer in layers}
-    return {
-        "model_name": model.name,
-        "backend": keras.backend.backend(),
-        "depth": len(layer_names),
-        "activations": activations,
-        "initializers": initializers,
-        "has_normalization": bool(kinds & set(NORMALIZATION_LAYERS)),
-        "has_residual": bool(kinds & set(RESIDUAL_LAYERS)),
-        "learning_rate": lr,
-        "n_params": int(sum(int(np.prod(v.shape)) for v in model.trainable_variables)),
-    }
 
 
 def checkup(model: keras.Model, x: Any, y: Any = None, loss: Any = None,
@@ -78,11 +28,15 @@ def checkup(model: keras.Model, x: Any, y: Any = None, loss: Any = None,
             sample_weight: Any = None) -> HealthReport:
     """Examine a model's gradients on one batch and diagnose their health.
 
-    One forward and backward pass (``training=True``, model state left unchanged), per-layer
-    statistics in float64, then a diagnosis: each layer is classified ``healthy``,
+    One forward and backward pass (``training=True``, model state left unchanged), per-variable
+    statistics reduced on the device with max-abs scaling (no underflow), then a model-aware diagnosis (:mod:`gradhealth.diagnosis.context`):
+    each layer is read according to its role (kernels along depth in blocks, kernels followed
+    by normalization by ``||g||/||W||``, attention query/key and normalization scales not as
+    depth evidence, embeddings on the rows the batch touched) and classified ``healthy``,
     ``vanishing``, ``exploding``, ``dead`` or ``nonfinite`` by the documented
-    :class:`~gradhealth.Thresholds`, scored 0-100, and explained with findings and concrete
-    recommendations.
+    :class:`~gradhealth.Thresholds`, scored 0-100 (gradient health, not accuracy), and
+    explained with findings and recommendations that fit the model. Only a model with a
+    recurrent layer pays for one extra backward pass: the gradient reaching each timestep.
 
     Args:
         model: A built ``keras.Model`` with trainable weights (any backend).
@@ -109,11 +63,16 @@ def checkup(model: keras.Model, x: Any, y: Any = None, loss: Any = None,
         >>> print(report.findings[0])
 
     References:
-        Hochreiter 1991; Bengio, Simard & Frasconi 1994 (vanishing gradients);
+        Hochreiter 1991; Bengio, Simard & Frasconi 1994 (vanishing gradients, through time);
+        van Laarhoven 2017 (scale-invariant kernels); Xiong et al. 2020 (attention at init);
         Glorot & Bengio 2010 (initialization and saturation); Pascanu, Mikolov & Bengio 2013
         (exploding gradients).
     """
     t = Thresholds.coerce(thresholds)
-    value, stats = measure_gradients(model, x, y, loss, sample_weight)
+    # One batch in NumPy form first: a generator or dataset must be read once, and the context's
+    # probes (embedding rows, gradient through time) look at the same batch.
+    xa, ya, wa = prepare_batch(model, x, y, sample_weight)
+    value, stats = measure_gradients(model, xa, ya, loss, wa)
     layer_names = list(dict.fromkeys(stats["layer"]))
-    return diagnose(stats, t, model_context(model, layer_names), loss=value)
+    context = model_context(model, layer_names, x=xa, y=ya, loss_fn=resolve_loss(model, loss))
+    return diagnose(stats, t, context, loss=value)

@@ -19,7 +19,7 @@ from gradhealth.core import diagnosis
 from gradhealth.core.diagnosis import Recommendation
 from gradhealth.core.thresholds import Thresholds
 from gradhealth.report.html import report_fragment, report_html
-from gradhealth.report.plots import plot_gradient_flow
+from gradhealth.report.plots import plot_gradient_flow, plot_time_profiles
 from gradhealth.report.text import report_markdown
 
 __all__ = ["HealthReport", "diagnose"]
@@ -31,7 +31,9 @@ class HealthReport:
 
     Attributes:
         status: ``"healthy"``, ``"vanishing"``, ``"exploding"``, ``"dead"`` or ``"nonfinite"``.
-        score: Health score 0-100 (see :func:`gradhealth.core.diagnosis.health_score`).
+        score: Health score 0-100 (see :func:`gradhealth.core.diagnosis.health_score`): how
+            well the gradient reaches every layer on this batch, not accuracy
+            (:data:`gradhealth.core.diagnosis.SCORE_MEANING`).
         layers: One row per layer with weights: ``position, layer, n_params, grad_norm, ...,
             status, decades_beyond, credit``.
         variables: Per-variable statistics (as :func:`gradient_stats`).
@@ -39,7 +41,9 @@ class HealthReport:
         recommendations: Concrete fixes tied to the findings.
         loss: The batch loss.
         thresholds: The thresholds used.
-        context: Facts about the model (activations, initializers, normalization, depth...).
+        context: Facts about the model (roles, blocks, activations, initializers,
+            normalization, residual, optimizer, embedding rows, ``time_profiles``: the gradient
+            reaching each timestep of each recurrent layer).
     """
 
     status: str
@@ -51,6 +55,20 @@ class HealthReport:
     loss: float
     thresholds: Thresholds
     context: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def score_meaning(self) -> str:
+        """What the score measures: gradient health on the batch, not accuracy."""
+        return diagnosis.SCORE_MEANING
+
+    @property
+    def time_profiles(self) -> dict[str, dict[str, Any]]:
+        """Per recurrent layer: the gradient norm reaching each timestep and its decay rate."""
+        return dict(self.context.get("time_profiles") or {})
+
+    def plot_time(self, ax: Any = None) -> Any:
+        """The gradient reaching each timestep of each recurrent layer (log scale)."""
+        return plot_time_profiles(self, ax=ax)
 
     @property
     def healthy(self) -> bool:
@@ -117,8 +135,8 @@ def _plain(value: Any) -> Any:
         return float(value) if math.isfinite(value) else None
     if isinstance(value, (np.bool_,)):
         return bool(value)
-    if isinstance(value, tuple):
-        return list(value)
+    if isinstance(value, (tuple, list)):
+        return [_plain(v) for v in value]
     if isinstance(value, dict):
         return {k: _plain(v) for k, v in value.items()}
     return value
@@ -132,7 +150,8 @@ def diagnose(variables: pd.DataFrame, thresholds: Thresholds | dict | None = Non
     """
     t = Thresholds.coerce(thresholds)
     ctx = context or {}
-    layers = diagnosis.classify_layers(diagnosis.aggregate_layers(variables), t)
+    layers = diagnosis.annotate_layers(diagnosis.aggregate_layers(variables), ctx)
+    layers = diagnosis.classify_layers(layers, t, ctx)
     return HealthReport(
         status=diagnosis.overall_status(layers),
         score=diagnosis.health_score(layers),

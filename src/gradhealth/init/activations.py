@@ -387,14 +387,23 @@ RULES: tuple[Rule, ...] = (
     Rule("two_sided_saturation",
          "saturates on both sides, deep network, no normalization: -1 (pre-activations drift "
          "into the flat tails; Glorot & Bengio 2010)."),
+    Rule("gradient_preserving",
+         "rectifier family in the knowledge table: +1 (slope 1 on the active side; with the "
+         "paired He initializer the gradient's second moment is kept layer after layer, so it "
+         "does not shrink with depth; He et al. 2015 trained 30-layer ReLU networks this way, "
+         "and rectifiers beat sigmoid/tanh already in shallow nets: Glorot, Bordes & Bengio "
+         "2011)."),
     Rule("dead_units",
-         "exactly-zero derivative on >= 25% of a Gaussian input: -0.5 (units can die; "
-         "Lu et al. 2019)."),
+         "exactly-zero derivative on >= 25% of a Gaussian input: -0.25 (units can die; "
+         "Lu et al. 2019), a risk, not a certainty: with He initialization most units stay "
+         "alive (He et al. 2015), so it weighs less than the gradient-preserving slope."),
     Rule("zero_centred",
          "zero-centred output without normalization: +0.5 (LeCun et al. 1998)."),
     Rule("self_normalizing",
-         "self-normalizing (SELU): -3 with batch/layer normalization, which overrides its fixed "
-         "point; +1 when deep without normalization (Klambauer et al. 2017). Needs lecun_normal."),
+         "self-normalizing (SELU): -1 with batch/layer normalization, which overrides its fixed "
+         "point so its advantage is lost (it is still a non-saturating unit, better than a "
+         "sigmoid); +1 when deep without normalization (Klambauer et al. 2017). Needs "
+         "lecun_normal."),
     Rule("smooth_non_saturating",
          "smooth (C∞) and rectifier-like: +0.25, gradients change continuously (Hendrycks & "
          "Gimpel 2016; Ramachandran et al. 2017)."),
@@ -404,9 +413,14 @@ RULES: tuple[Rule, ...] = (
 
 
 def _score(p: dict[str, Any], depth: int, normalization: str | None, residual: bool,
-           priority: str, vanishing_ratio: float) -> tuple[float, list[str]]:
+           priority: str, vanishing_ratio: float, name: str = "") -> tuple[float, list[str]]:
     score, reasons = 0.0, []
     deep = depth >= DEEP_NETWORK
+    known = ACTIVATION_FACTS.get(name)
+    if known is not None and known.family == "rectifier":
+        score += 1.0
+        reasons.append(f"rectifier: slope ~1 where active; with {known.initializer} the "
+                       "gradient keeps its size through depth: +1")
     if p["max_derivative"] < 1 and not residual:
         attenuation = p["max_derivative"] ** depth
         if attenuation < vanishing_ratio:
@@ -420,17 +434,17 @@ def _score(p: dict[str, Any], depth: int, normalization: str | None, residual: b
         reasons.append(f"saturates on both sides ({p['saturates_where']}) in a deep network "
                        "without normalization: -1")
     if p["zero_gradient_fraction"] >= DEAD_RISK_HIGH:
-        score -= 0.5
+        score -= 0.25
         reasons.append(f"zero gradient on {p['zero_gradient_fraction']:.0%} of a Gaussian input: "
-                       "units can die: -0.5")
+                       "units can die: -0.25")
     if p["zero_centred"] and normalization is None:
         score += 0.5
         reasons.append(f"zero-centred output (E[f(z)] = {p['mean_output']:.2f}): +0.5")
     if p["self_normalizing"]:
         if normalization is not None:
-            score -= 3.0
+            score -= 1.0
             reasons.append(f"self-normalizing, but {normalization} normalization overrides its "
-                           "fixed point: -3")
+                           "fixed point: -1")
         elif deep:
             score += 1.0
             reasons.append("self-normalizing: keeps mean 0 / variance 1 through depth "
@@ -513,7 +527,8 @@ def recommend(depth: int = 20, task: str = "multiclass", normalization: str | No
     rows = []
     for name in names:
         p = table.loc[name].to_dict()
-        score, reasons = _score(p, depth, normalization, bool(residual), priority, vanishing)
+        score, reasons = _score(p, depth, normalization, bool(residual), priority, vanishing,
+                                name)
         rows.append({"role": "hidden", "activation": name, "initializer": p["pairs_with"],
                      "score": round(score, 3), "reason": "; ".join(reasons)})
     hidden = pd.DataFrame(rows).sort_values("score", ascending=False, kind="stable")

@@ -6,7 +6,13 @@ import base64
 import html
 from typing import Any
 
-from gradhealth.report.plots import STATUS_COLORS, figure_png, plot_gradient_flow
+from gradhealth.core.diagnosis import SCORE_MEANING
+from gradhealth.report.plots import (
+    STATUS_COLORS,
+    figure_png,
+    plot_gradient_flow,
+    plot_time_profiles,
+)
 
 __all__ = ["report_fragment", "report_html"]
 
@@ -33,12 +39,17 @@ def report_fragment(report: Any, plot: bool = True) -> str:
             f"<tr><td>{int(r['position'])}</td><td>{html.escape(str(r['layer']))}</td>"
             f"<td>{r['grad_norm']:.3g}</td><td>{r['grad_mean_abs']:.3g}</td>"
             f"<td>{r['dead_unit_fraction']:.2f}</td><td>{int(r['nonfinite_count'])}</td>"
-            f"<td style='color:{color};font-weight:600'>{html.escape(str(r['status']))}</td></tr>"
+            f"<td style='color:{color};font-weight:600'>{html.escape(str(r['status']))}</td>"
+            f"<td style='text-align:left'>{html.escape(str(r.get('rule', '')))}</td></tr>"
         )
     img = ""
     if plot:
         png = base64.b64encode(figure_png(plot_gradient_flow(report))).decode("ascii")
         img = f'<img alt="gradient flow" src="data:image/png;base64,{png}"/>'
+        if any(p.get("measured") for p in (ctx.get("time_profiles") or {}).values()):
+            png = base64.b64encode(figure_png(plot_time_profiles(report))).decode("ascii")
+            img += ('<h4>Gradient through time</h4><img alt="gradient vs timestep" '
+                    f'src="data:image/png;base64,{png}"/>')
     findings = "".join(f"<li>{html.escape(f)}</li>" for f in report.findings)
     recs = "".join(
         f"<li><b>{html.escape(r.action)}</b> — {html.escape(r.reason)} "
@@ -47,12 +58,12 @@ def report_fragment(report: Any, plot: bool = True) -> str:
     return (
         f"<div class='gradhealth-report'><h3>Gradient checkup: "
         f"{html.escape(str(ctx.get('model_name', 'model')))} {_badge(report.status)} "
-        f"score {report.score:g}/100</h3>"
+        f"score {report.score:g}/100</h3><p><i>{html.escape(SCORE_MEANING)}</i></p>"
         f"<p>loss on the batch {report.loss:.4g} · backend {html.escape(str(ctx.get('backend')))}"
         f"</p><h4>Findings</h4><ul>{findings}</ul><h4>Recommendations</h4><ol>{recs}</ol>{img}"
         "<details><summary>Per-layer table</summary><table class='gh'><tr><th>#</th><th>layer"
         "</th><th>grad norm</th><th>mean |g|</th><th>dead</th><th>non-finite</th><th>status"
-        f"</th></tr>{''.join(rows)}</table></details></div>"
+        f"</th><th>read as</th></tr>{''.join(rows)}</table></details></div>"
     )
 
 

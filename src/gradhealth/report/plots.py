@@ -6,7 +6,8 @@ import io
 import os
 from typing import Any
 
-__all__ = ["STATUS_COLORS", "compare_gradient_flow", "figure_png", "plot_gradient_flow", "pyplot"]
+__all__ = ["STATUS_COLORS", "compare_gradient_flow", "figure_png", "plot_gradient_flow",
+           "plot_time_profiles", "pyplot"]
 
 STATUS_COLORS: dict[str, str] = {
     "healthy": "#2e7d32",
@@ -130,3 +131,51 @@ def figure_png(fig: Any, dpi: int = 100) -> bytes:
     fig.savefig(buf, format="png", dpi=dpi)
     plt.close(fig)
     return buf.getvalue()
+
+
+def plot_time_profiles(report: Any, ax: Any = None, title: str | None = None) -> Any:
+    """The gradient reaching each timestep of each recurrent layer, log scale.
+
+    One line per measured recurrent layer (``report.context["time_profiles"]``): the norm of
+    ``dL/dx_t`` against the timestep ``t`` (the loss reads the last step), with the per-step
+    decay factor in the legend. A straight falling line on the log scale is geometric decay
+    through time (Bengio, Simard & Frasconi 1994).
+
+    Args:
+        report: A :class:`~gradhealth.HealthReport` (or anything with a ``context`` dict).
+        ax: Axes to draw on; a new figure when None.
+        title: Plot title.
+
+    Returns:
+        The matplotlib Figure.
+
+    Raises:
+        ValueError: The report has no measured time profile (no recurrent layer).
+    """
+    ctx = getattr(report, "context", {}) or {}
+    profiles = {k: v for k, v in (ctx.get("time_profiles") or {}).items() if v.get("measured")}
+    if not profiles:
+        raise ValueError("The report has no gradient-through-time profile: the model has no "
+                         "top-level recurrent layer whose input could be reached.")
+    plt = pyplot()
+    if ax is None:
+        fig, ax = plt.subplots(figsize=(7.0, 3.6))
+    else:
+        fig = ax.figure
+    statuses = dict(zip(report.layers["layer"], report.layers["status"], strict=False)) \
+        if hasattr(report, "layers") else {}
+    for name, prof in profiles.items():
+        values = [v if (v is not None and v > 0) else float("nan") for v in prof["profile"]]
+        status = statuses.get(name, "healthy")
+        ax.plot(range(1, len(values) + 1), values, lw=1.6,
+                color=STATUS_COLORS.get(status, "#555"),
+                label=f"{prof.get('layer', name)} ({prof.get('cell', '')}): "
+                      f"x{prof.get('decay_per_step', float('nan')):.3g} per step back")
+    ax.set_yscale("log")
+    ax.set_xlabel("timestep (the loss reads the last one)")
+    ax.set_ylabel("||dL/dx_t|| (log scale)")
+    ax.set_title(title or "Gradient reaching each timestep")
+    ax.legend(fontsize=8, loc="best")
+    ax.grid(True, which="major", alpha=0.3)
+    fig.tight_layout()
+    return fig

@@ -12,6 +12,8 @@ from rich.console import Group
 from rich.table import Table
 from rich.text import Text
 
+from gradhealth.core.diagnosis import SCORE_MEANING
+
 __all__ = ["STATUS_STYLES", "findings_text", "layer_table", "report_renderable", "status_text",
            "summary_table"]
 
@@ -60,18 +62,20 @@ def layer_table(report: Any) -> Table:
     table.add_column("dead", justify="right")
     table.add_column("non-finite", justify="right")
     table.add_column("status")
+    table.add_column("read as")
     for _, row in report.layers.iterrows():
         table.add_row(
             str(int(row["position"])), Text(str(row["layer"])), _num(row["grad_norm"]),
             _num(row["grad_mean_abs"]), f"{float(row['dead_unit_fraction']):.2f}",
             str(int(row["nonfinite_count"])), status_text(row["status"]),
+            Text(str(row.get("role", "")), style="dim"),
         )
     return table
 
 
 def findings_text(report: Any) -> Group:
     """Findings as a bulleted list, then recommendations numbered with their references."""
-    lines: list[Text] = [Text("Findings", style="bold")]
+    lines: list[Text] = [Text(SCORE_MEANING, style="italic"), Text("Findings", style="bold")]
     lines += [Text(f"  - {f}") for f in report.findings] or [Text("  - none")]
     lines.append(Text("Recommendations", style="bold"))
     if report.recommendations:

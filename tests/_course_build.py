@@ -17,6 +17,7 @@ from typing import Any
 
 import nbformat
 
+from gradhealth.course.build import write_slides_index
 from gradhealth.course.editions import TIMELINES, slides_edition, student_edition
 from gradhealth.course.editions import instructor_edition as instructor
 from gradhealth.course.render import DEFAULT_VENDOR, write_html, write_slides
@@ -75,4 +76,5 @@ def course_build() -> CourseBuild:
         student = nbformat.from_dict(student_edition(source))
         if _run(student, build, f"{name} (student)"):
             build.student[name] = student
+    write_slides_index(build.slides)
     return build

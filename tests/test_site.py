@@ -67,7 +67,7 @@ def test_site_holds_guide_notebooks_slides_lecture_notes_and_api(site):
         assert re.search(r"<img[^>]+src=\"data:image/png;base64,", page.read_text()), \
             f"{page.name} has no figure"
     api = (site / "api.html").read_text()
-    for target in ("gradhealth.checkup", "gradhealth.course.editions.student_edition",
+    for target in ("gradhealth.diagnosis.checkup.checkup", "gradhealth.course.editions.student_edition",
                    "gradhealth.course.runner.run_notebook"):
         assert f'id="{target}"' in api, f"{target} is not in the API reference"
     assert "Gradient Problems in Deep Networks" in (site / "index.html").read_text()

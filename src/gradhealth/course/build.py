@@ -43,7 +43,7 @@ from gradhealth.course.render import (
 )
 from gradhealth.course.runner import NOTEBOOKS, execute, summaries
 
-__all__ = ["COMMANDS", "executed_notebook", "main", "stage_site"]
+__all__ = ["COMMANDS", "executed_notebook", "main", "stage_site", "write_slides_index"]
 
 #: Sub-commands of ``python -m gradhealth.course`` (``run`` when none is given).
 COMMANDS: tuple[str, ...] = ("run", "edition", "slides", "vendor", "pages", "site-src")
@@ -158,6 +158,19 @@ def _cmd_edition(args: argparse.Namespace) -> int:
     return 0
 
 
+def write_slides_index(out: str | Path) -> Path:
+    """Write ``index.html`` of a slides folder: the decks of each timeline with their minutes.
+
+    Args:
+        out: The slides folder (``build/slides``), holding ``2h/`` and ``3h/``.
+
+    Returns:
+        The index page's path.
+    """
+    out = Path(out)
+    return atomic_write_text(out / "index.html", _slides_index(out))
+
+
 def _slides_index(out: Path) -> str:
     rows = []
     for timeline, minutes in TIMELINES.items():
@@ -186,8 +199,7 @@ def _cmd_slides(args: argparse.Namespace) -> int:
             deck = out / timeline / f"{path.stem}.slides.html"
             write_slides(slides_edition(nb, timeline), deck, vendor=args.vendor)
             print(f"slides {timeline} {deck}")
-    atomic_write_text(out / "index.html", _slides_index(out))
-    print(f"slides -> {out}/index.html")
+    print(f"slides -> {write_slides_index(out)}")
     return 0
 
 

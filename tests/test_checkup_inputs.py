@@ -359,3 +359,19 @@ def test_bad_structures_and_sources_give_value_or_type_errors():
         gh.gradient_stats(two_input_model(), [XA, XB], [Y1, Y2], loss=["mse", 3])
     with pytest.raises(ValueError, match=r"Computing the loss.*one entry per model output"):
         gh.gradient_stats(two_input_model(), [XA, XB], [Y1, Y2, Y2], loss="mse")
+
+
+_BAD_LEAVES = [np.array(["a"] * N), np.ones((N, 3), bool), np.zeros((0, 3), "float32"),
+               np.full((N, 3), np.nan, "float32"), [[1.0, 2.0], [3.0]], None,
+               np.zeros((N - 1, 3), "float32"), "text", 3.5, object()]
+_BAD = st.sampled_from(_BAD_LEAVES)
+_TWO_INPUTS = single_output_two_inputs()
+
+
+@settings(max_examples=40, deadline=None)
+@given(x=st.one_of(_BAD, st.lists(_BAD, min_size=1, max_size=3),
+                   st.dictionaries(st.sampled_from(["a", "b", "c"]), _BAD, min_size=1,
+                                   max_size=2)))
+def test_any_bad_input_gives_a_value_or_type_error_naming_x(x):
+    with pytest.raises((ValueError, TypeError), match="`x"):
+        gh.gradient_stats(_TWO_INPUTS, x, Y1, loss="mse")

@@ -160,8 +160,10 @@ def probe(model: keras.Model, objective: Any, x: Any, y: Any, sample_weight: Any
            tuple(id(v) for v in model.non_trainable_variables))
     if key not in steps:
         steps[key] = adapter.build_step(model, objective, reduce, accepts_training)
+        # Layers' dtype policies are fixed when they are created: decided once per step.
+        steps[key].loss_scale = FLOAT16_LOSS_SCALE if uses_float16(model) else 1.0
     step = steps[key]
-    scale = FLOAT16_LOSS_SCALE if uses_float16(model) else 1.0
+    scale = step.loss_scale
 
     def run() -> ProbeResult:
         _prebuild(model, objective, x, y, sample_weight, accepts_training)

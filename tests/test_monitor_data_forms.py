@@ -105,9 +105,9 @@ def test_multi_input_multi_output_model():
 
 def test_frozen_layer_is_not_monitored_and_custom_train_step():
     class Custom(keras.Model):
-        def train_step(self, data):  # a custom step that changes the data, then trains
-            x, y = data
-            return super().train_step((x * 1.0, y))
+        def train_step(self, *args):  # a custom step that changes the data, then trains
+            *state, (x, y) = args  # JAX's train_step also takes the train state first
+            return super().train_step(*state, (x * 1.0, y))
 
     keras.utils.set_random_seed(0)
     inputs = keras.Input((6,))

@@ -43,7 +43,15 @@ def _tf_dense(kernels: StatsKernels) -> StatsKernels:
     import tensorflow as tf  # lazy: only the TensorFlow backend needs it
 
     def dense(grads: list[Any]) -> list[Any]:
-        return [tf.convert_to_tensor(g) if isinstance(g, tf.IndexedSlices) else g for g in grads]
+        out = []
+        for g in grads:
+            if isinstance(g, tf.IndexedSlices):
+                shape = tf.get_static_value(g.dense_shape)
+                g = tf.convert_to_tensor(g)
+                if shape is not None:
+                    g = tf.ensure_shape(g, [int(d) for d in shape])
+            out.append(g)
+        return out
 
     return StatsKernels(
         grad_scan=lambda grads: kernels.grad_scan(dense(grads)),

@@ -1,4 +1,4 @@
-"""Watch the gradients ``model.fit`` applies, every step, for almost nothing.
+"""Watch the gradients ``model.fit`` applies, every step, with the work kept on the device.
 
 Attach the monitor like any callback -- it installs itself::
 
@@ -13,13 +13,14 @@ model's optimizer in a :class:`MonitoringOptimizer` -- an optimizer that wraps a
 Keras' own ``LossScaleOptimizer`` does -- and asks Keras to rebuild the train function. Inside
 the compiled train step of every backend (TensorFlow ``tf.function``, JAX ``jit`` through
 ``stateless_apply``, torch) the wrapper receives exactly the gradients the optimizer is about
-to apply, reduces each one on the device to eight numbers (norm, mean/max magnitude, std,
-zero fraction, non-finite count, weight norm, dead-unit fraction; scaled so float32 never
-underflows), stores them in one optimizer variable, skips the update when a gradient is NaN/inf
-(``on_nonfinite="skip"``) and optionally clips. The statistics are only computed on logged
-steps (``every``). The callback pulls that single small array to the host once per logged step
-and feeds the norms to the explosion detectors of :mod:`gradhealth.core.detect`. When training ends
-the model gets its original optimizer back.
+to apply, checks them for NaN/inf (every step, on the device; ``on_nonfinite="skip"`` then
+skips the update) and, on logged steps (``every``), reduces each one in two passes to eight
+numbers (norm, mean/max magnitude, std, zero fraction, non-finite count, weight norm,
+dead-unit fraction; exact from 1e-30 to 1e30) written into a ring buffer on the device. The
+callback pulls the whole buffer every ``buffer_steps`` logged steps or ``pull_seconds``
+(and at each epoch's end), then builds the history and runs the explosion detectors of
+:mod:`gradhealth.core.detect` over the block in step order. When training ends the model gets
+its original optimizer back.
 
 Notes:
     * Statistics describe the gradients handed to the optimizer, before any clipping it does
@@ -28,10 +29,11 @@ Notes:
       gradients; overflowing steps are the loss-scale optimizer's business (it skips them and
       lowers its scale), so they are counted in ``skipped_steps`` but raise no alert.
     * ``steps_per_execution`` must be 1 (the default) so that one callback call is one step.
-    * Cost (``benchmarks/monitor_overhead.py``): statistics are a few reductions per variable on
-      logged steps; skipping non-finite steps makes the optimizer update conditional (as
-      ``LossScaleOptimizer`` does), which XLA (JAX) absorbs but a TensorFlow CPU graph pays for
-      on every step; ``on_nonfinite="warn"`` removes that conditional.
+    * Cost: ``benchmarks/monitor_overhead.py`` prints it; the README lists measured ratios.
+      Skipping non-finite steps makes the optimizer update conditional (as
+      ``LossScaleOptimizer`` does); ``on_nonfinite="warn"`` removes that conditional.
+    * A crash loses the logged steps not yet pulled (at most ``buffer_steps`` logged steps or
+      ``pull_seconds``); the CSV and TensorBoard logs hold every pulled step, whole.
     * Each ``fit`` with the monitor retraces the train step once (the optimizer changes), and
       the model gets its own optimizer back in ``on_train_end``.
 """

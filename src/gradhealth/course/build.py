@@ -37,6 +37,7 @@ from gradhealth.course.editions import (
 from gradhealth.course.render import (
     DEFAULT_VENDOR,
     MATHJAX_SETUP,
+    relocate_assets,
     unpack_vendor,
     write_html,
     write_slides,
@@ -268,10 +269,14 @@ def stage_site(root: str | Path, executed: str | Path, slides: str | Path, out: 
     for name in NOTEBOOKS:
         if (Path(executed) / name).is_file():
             shutil.copy2(Path(executed) / name, out / "notebooks" / name)
-    if Path(slides).is_dir():
-        shutil.copytree(slides, out / "slides")
     if Path(vendor).is_dir():
         shutil.copytree(vendor, out / "vendor", ignore=shutil.ignore_patterns("*.map", "*.md"))
+    if Path(slides).is_dir():
+        shutil.copytree(slides, out / "slides")
+        # The decks link to the vendor folder relative to where they were written.
+        for deck in sorted((out / "slides").glob("*/*.slides.html")):
+            relocate_assets(deck, Path(slides) / deck.relative_to(out / "slides"), vendor,
+                            out / "vendor")
     # MathJax for the notebook pages and the lecture notes ($...$ as in Jupyter), from vendor/
     setup = dict(MATHJAX_SETUP, tex2jax={"inlineMath": [["$", "$"], ["\\(", "\\)"]],
                                          "displayMath": [["$$", "$$"], ["\\[", "\\]"]],

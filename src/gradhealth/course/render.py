@@ -28,6 +28,7 @@ __all__ = [
     "REVEAL_THEME",
     "VENDOR_PACKAGES",
     "asset_urls",
+    "relocate_assets",
     "unpack_vendor",
     "write_html",
     "write_slides",
@@ -142,6 +143,42 @@ def asset_urls(page: str | Path, vendor: str | Path | None = DEFAULT_VENDOR) -> 
         "mathjax_url": f"{rel}/MathJax/MathJax.js?config={MATHJAX_CONFIG}",
         "reveal_url_prefix": f"{rel}/reveal.js",
     }
+
+
+def relocate_assets(page: str | Path, written_at: str | Path, vendor: str | Path,
+                    new_vendor: str | Path) -> Path:
+    """Point a page copied elsewhere at the vendor folder that sits beside its new place.
+
+    A page written by :func:`write_html` or :func:`write_slides` links to the vendor folder by
+    a path relative to where it was written. Copied into the site (``slides/3h/``, with the
+    scripts in ``vendor/``), that path leads nowhere; this rewrites it in place.
+
+    Args:
+        page: The copied page (rewritten atomically).
+        written_at: Where the page was written (its links are relative to that place).
+        vendor: The vendor folder it was written against.
+        new_vendor: The vendor folder it should load from now.
+
+    Returns:
+        ``page`` as a ``Path``.
+
+    Raises:
+        FileNotFoundError: ``page`` does not exist.
+    """
+    page = Path(page)
+    text = page.read_text(encoding="utf-8")
+    old = asset_urls(written_at, vendor)
+    new = asset_urls(page, new_vendor)
+    if not old or not new:
+        return page
+    old_prefix = old["reveal_url_prefix"].removesuffix("reveal.js")
+    new_prefix = new["reveal_url_prefix"].removesuffix("reveal.js")
+    if old_prefix != new_prefix:
+        # Only attribute values and script strings start with the prefix: quote it in.
+        for quote in ('"', "'"):
+            text = text.replace(quote + old_prefix, quote + new_prefix)
+        atomic_write_text(page, text)
+    return page
 
 
 def _static_copy(nb: Any) -> Any:

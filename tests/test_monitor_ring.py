@@ -9,10 +9,12 @@ from __future__ import annotations
 import keras
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from gradhealth.callbacks.monitor import GradientHealthMonitor, GradientHealthWarning
 from gradhealth.core.stats import STAT_COLUMNS, tensor_stats
-from gradhealth.ops.stats import DEVICE_STATS, device_stats
+from gradhealth.ops.stats import DEVICE_STATS, device_stats, grad_histograms, grad_scan
 
 COMPARED = [c for c in STAT_COLUMNS if c not in ("nonfinite_count", "grad_to_weight")]
 
@@ -168,3 +170,47 @@ def test_overwritten_steps_are_reported_not_invented():
 def test_invalid_ring_arguments(kwargs, message):
     with pytest.raises(ValueError, match=message):
         GradientHealthMonitor(**kwargs)
+
+
+_SHAPES = [(), (3,), (4, 3), (2, 2, 3), (5,)]
+
+
+@settings(max_examples=25, deadline=None)
+@given(st.lists(st.tuples(st.sampled_from(_SHAPES), st.integers(-30, 30), st.booleans(),
+                          st.integers(0, 2**31 - 1)), min_size=1, max_size=9))
+def test_grouped_passes_match_reference_in_variable_order(specs):
+    """Variables of one shape are reduced together; rows must still come back in order.
+
+    Shapes repeat and interleave (the regrouping is exercised), scales differ per variable
+    (the scale is per variable, not per group), and some entries are non-finite.
+    """
+    grads, weights = [], []
+    for shape, exponent, poison, seed in specs:
+        rng = np.random.default_rng(seed)
+        g = (rng.normal(size=shape) * 10.0 ** exponent).astype("float32")
+        if poison and g.size > 1:
+            g.reshape(-1)[0] = np.nan
+        grads.append(np.asarray(g, "float32"))
+        weights.append(rng.normal(size=shape).astype("float32"))
+    tensors = [keras.ops.convert_to_tensor(g) for g in grads]
+    got = keras.ops.convert_to_numpy(device_stats(
+        tensors, [keras.ops.convert_to_tensor(w) for w in weights]))
+    assert got.shape == (len(grads), len(DEVICE_STATS))
+    for row, g, w in zip(got, grads, weights, strict=True):
+        expected = reference(g.reshape(g.shape or (1,)), w)
+        if g.ndim == 0:
+            expected["dead_unit_fraction"] = 0.0  # a scalar has no units
+        for j, name in enumerate(DEVICE_STATS):
+            assert row[j] == pytest.approx(expected[name], rel=1e-5, abs=1e-45, nan_ok=True), (
+                name, g.shape)
+    buckets = 6
+    counts = keras.ops.convert_to_numpy(grad_histograms(tensors, grad_scan(tensors), buckets))
+    for row, g in zip(counts, grads, strict=True):
+        f = np.asarray(g, np.float64).reshape(-1)
+        f = f[np.isfinite(f)]
+        m = np.max(np.abs(f)) if f.size else 0.0
+        edges = np.linspace(-m, m, buckets + 1) if m > 0 else np.linspace(-1, 1, buckets + 1)
+        expected = np.histogram(f, bins=edges)[0]
+        # float32 rounding may move an entry lying on an edge into the next bucket
+        assert row.sum() == f.size and np.abs(row - expected).sum() <= 2 * (f.size > 0), (
+            row, expected)

@@ -43,34 +43,62 @@ N_SUMS = 5
 """Columns of :func:`scaled_sums`: ``[sum s^2, sum |s|, var(s), m_w, sum s_w^2]``."""
 
 
-def _units(x: Any) -> Any:
-    """``x`` as ``(rows, units)``: units along the last axis (a 1-D tensor: each entry a unit)."""
-    if len(x.shape) >= 2:
-        return ops.reshape(x, (-1, x.shape[-1]))
-    return ops.reshape(x, (1, -1))
+def _groups(tensors: list[Any]) -> list[list[int]]:
+    """Indices of ``tensors`` grouped by shape, groups in order of first appearance.
+
+    The passes run once per group on the stacked ``(k, ...)`` tensor instead of once per
+    variable: a 50-layer MLP has 102 variables but 4 shapes, so the compiled step holds ~25x
+    fewer operations. Tracing and optimizing the per-variable graph took 15-20 s on TensorFlow
+    (the first checkup and the first monitored steps); the grouped one takes about a second.
+    """
+    groups: dict[tuple[int, ...], list[int]] = {}
+    for i, t in enumerate(tensors):
+        groups.setdefault(tuple(int(d) for d in t.shape), []).append(i)
+    return list(groups.values())
 
 
-def _scan_one(g: Any) -> Any:
-    g = ops.cast(g, "float32")
-    if len(g.shape) == 0:
-        g = ops.reshape(g, (1,))
-    finite = ops.isfinite(g)
-    a = ops.where(finite, ops.abs(g), 0.0)
+def _stack(tensors: list[Any], idx: list[int]) -> Any:
+    """``tensors[idx]`` as one float32 tensor of shape ``(k, size)``."""
+    parts = [ops.reshape(ops.cast(tensors[i], "float32"), (1, -1)) for i in idx]
+    return parts[0] if len(parts) == 1 else ops.concatenate(parts, axis=0)
+
+
+def _in_order(blocks: list[Any], groups: list[list[int]]) -> Any:
+    """Rows of the per-group results put back in the order of the variables."""
+    order = [i for idx in groups for i in idx]
+    rows = blocks[0] if len(blocks) == 1 else ops.concatenate(blocks, axis=0)
+    if order == sorted(order):
+        return rows
+    inverse = np.argsort(np.asarray(order, dtype=np.int64)).astype("int32")
+    return ops.take(rows, ops.convert_to_tensor(inverse), axis=0)
+
+
+def _scan_group(g: Any, shape: tuple[int, ...]) -> Any:
+    """``(k, N_SCAN)`` for ``k`` stacked gradients of one shape (``g`` is ``(k, size)``)."""
+    k = g.shape[0]
+    units = shape[-1] if len(shape) >= 1 else 1
+    g3 = ops.reshape(g, (k, -1, units))  # (k, rows, units); a 1-D variable: each entry a unit
+    finite = ops.isfinite(g3)
+    a = ops.where(finite, ops.abs(g3), 0.0)
     # Per unit: the largest finite magnitude and the non-finite count (one loop over g); a unit
     # is dead when every entry is exactly 0 (a NaN/inf entry counts as alive).
-    unit_max = ops.max(_units(a), axis=0)
-    unit_bad = ops.sum(_units(ops.cast(ops.logical_not(finite), "float32")), axis=0)
-    zeros = ops.sum(ops.cast(ops.equal(g, 0.0), "float32"))
-    dead_units = ops.logical_and(ops.equal(unit_max, 0.0), ops.equal(unit_bad, 0.0))
-    dead = ops.mean(ops.cast(dead_units, "float32"))
-    return ops.stack([ops.max(unit_max), ops.sum(unit_bad), zeros, dead])
+    unit_max = ops.max(a, axis=1)
+    unit_bad = ops.sum(ops.cast(ops.logical_not(finite), "float32"), axis=1)
+    zeros = ops.sum(ops.cast(ops.equal(g, 0.0), "float32"), axis=1)
+    if len(shape) == 0:  # a scalar has no units
+        dead = ops.zeros((k,), "float32")
+    else:
+        dead_units = ops.logical_and(ops.equal(unit_max, 0.0), ops.equal(unit_bad, 0.0))
+        dead = ops.mean(ops.cast(dead_units, "float32"), axis=1)
+    return ops.stack([ops.max(unit_max, axis=1), ops.sum(unit_bad, axis=1), zeros, dead], axis=1)
 
 
 def grad_scan(grads: list[Any]) -> Any:
     """The scale pass: ``(n_variables, N_SCAN)`` = ``[m, nonfinite, zeros, dead_fraction]``.
 
     ``m`` is the largest finite ``|g|`` of each variable; a scalar variable has no units (its
-    dead fraction is 0, as in :func:`gradhealth.core.stats.dead_unit_fraction`).
+    dead fraction is 0, as in :func:`gradhealth.core.stats.dead_unit_fraction`). Variables of
+    the same shape are reduced together (one stacked tensor per shape).
 
     Args:
         grads: Dense gradient tensors (no ``None``).
@@ -78,19 +106,18 @@ def grad_scan(grads: list[Any]) -> Any:
     Returns:
         A float32 tensor of shape ``(len(grads), N_SCAN)``.
     """
-    rows = []
-    for g in grads:
-        row = _scan_one(g)
-        if len(g.shape) == 0:  # no units
-            row = ops.stack([row[0], row[1], row[2], ops.convert_to_tensor(0.0)])
-        rows.append(row)
-    return ops.stack(rows)
+    groups = _groups(grads)
+    blocks = [_scan_group(_stack(grads, idx), tuple(int(d) for d in grads[idx[0]].shape))
+              for idx in groups]
+    return _in_order(blocks, groups)
 
 
 def nonfinite_counts(grads: list[Any]) -> Any:
     """Per variable, the number of NaN/inf entries (the guard's one pass), shape ``(n,)``."""
-    return ops.stack([ops.sum(ops.cast(ops.logical_not(ops.isfinite(g)), "float32"))
-                      for g in grads])
+    groups = _groups(grads)
+    blocks = [ops.sum(ops.cast(ops.logical_not(ops.isfinite(_stack(grads, idx))), "float32"),
+                      axis=1) for idx in groups]
+    return _in_order(blocks, groups)
 
 
 def _inverse(m: Any) -> Any:
@@ -111,6 +138,41 @@ def _ratio(m: Any, inv: Any) -> Any:
     return ops.where(ops.logical_and(ops.isfinite(m), m > 0), m * inv, 1.0)
 
 
+def _shift(s: Any, finite: Any) -> Any:
+    """The shift of the one-pass variance, ``(k, 1)``: an entry of each row inside its data.
+
+    The first of the first, middle and last entries that is finite (a non-finite entry was
+    zeroed, and 0 is far from entries that sit far from zero); 0 when none of the three is.
+    """
+    size = s.shape[1]
+    c = ops.zeros_like(s[:, :1])
+    for j in sorted({size - 1, size // 2, 0}, reverse=True):
+        c = ops.where(finite[:, j:j + 1], s[:, j:j + 1], c)
+    return c
+
+
+def _sums_group(g: Any, w: Any, scan: Any) -> Any:
+    """``(k, N_SUMS)`` for ``k`` stacked gradients ``g`` and weights ``w`` (both ``(k, size)``)."""
+    size = float(max(g.shape[1], 1))
+    n = ops.maximum(size - scan[:, 1], 1.0)
+    finite = ops.isfinite(g)
+    m = scan[:, 0]
+    inv = _inverse(m)
+    q = _ratio(m, inv)  # s / q = g / m exactly as far as the sums go
+    s = ops.where(finite, g, 0.0) * inv[:, None]
+    c = _shift(s, finite)
+    d = ops.where(finite, s - c, 0.0)
+    mean_d = ops.sum(d, axis=1) / n
+    var = ops.maximum(ops.sum(d * d, axis=1) / n - mean_d * mean_d, 0.0)
+    wf = ops.where(ops.isfinite(w), w, 0.0)
+    mw = ops.max(ops.abs(wf), axis=1)
+    inv_w = _inverse(mw)
+    qw = _ratio(mw, inv_w)
+    sw = wf * inv_w[:, None]
+    return ops.stack([ops.sum(s * s, axis=1) / (q * q), ops.sum(ops.abs(s), axis=1) / q,
+                      var / (q * q), mw, ops.sum(sw * sw, axis=1) / (qw * qw)], axis=1)
+
+
 def scaled_sums(grads: list[Any], weights: list[Any], scan: Any) -> Any:
     """The sums pass: ``(n_variables, N_SUMS)`` given the scales from :func:`grad_scan`.
 
@@ -118,7 +180,7 @@ def scaled_sums(grads: list[Any], weights: list[Any], scan: Any) -> Any:
     sum (w/m_w)^2]``; the weight norm is scaled the same way. The population variance comes from
     the same pass as the sums: shifted by ``c``, the first entry of ``s``, the one-pass formula
     ``E[(s-c)^2] - E[s-c]^2`` stays free of cancellation when the entries sit far from zero
-    (Chan, Golub & LeVeque 1983).
+    (Chan, Golub & LeVeque 1983). Variables of the same shape are reduced together.
 
     Args:
         grads: Dense gradient tensors, in the order of ``scan``'s rows.
@@ -132,28 +194,16 @@ def scaled_sums(grads: list[Any], weights: list[Any], scan: Any) -> Any:
         Chan, Golub & LeVeque (1983). Algorithms for computing the sample variance: analysis
         and recommendations. The American Statistician 37(3).
     """
-    rows = []
-    for i, (g, w) in enumerate(zip(grads, weights, strict=True)):
-        g = ops.reshape(ops.cast(g, "float32"), (-1,))
-        n = ops.maximum(float(max(g.shape[0], 1)) - scan[i, 1], 1.0)
-        finite = ops.isfinite(g)
-        m = scan[i, 0]
-        inv = _inverse(m)
-        q = _ratio(m, inv)  # s / q = g / m exactly as far as the sums go
-        s = ops.where(finite, g, 0.0) * inv
-        c = s[0]
-        d = ops.where(finite, s - c, 0.0)
-        mean_d = ops.sum(d) / n
-        var = ops.maximum(ops.sum(d * d) / n - mean_d * mean_d, 0.0)
-        w = ops.reshape(ops.cast(w, "float32"), (-1,))
-        wf = ops.where(ops.isfinite(w), w, 0.0)
-        mw = ops.max(ops.abs(wf))
-        inv_w = _inverse(mw)
-        qw = _ratio(mw, inv_w)
-        sw = wf * inv_w
-        rows.append(ops.stack([ops.sum(s * s) / (q * q), ops.sum(ops.abs(s)) / q,
-                               var / (q * q), mw, ops.sum(sw * sw) / (qw * qw)]))
-    return ops.stack(rows)
+    if len(grads) != len(weights):
+        raise ValueError(f"Arguments `grads` and `weights` must have the same length. "
+                         f"Received: {len(grads)} and {len(weights)}")
+    groups = _groups(grads)
+    blocks = []
+    for idx in groups:
+        rows = scan[idx[0]:idx[0] + 1] if len(idx) == 1 else ops.take(
+            scan, ops.convert_to_tensor(np.asarray(idx, dtype="int32")), axis=0)
+        blocks.append(_sums_group(_stack(grads, idx), _stack(weights, idx), rows))
+    return _in_order(blocks, groups)
 
 
 def grad_histograms(grads: list[Any], scan: Any, buckets: int) -> Any:
@@ -163,15 +213,18 @@ def grad_histograms(grads: list[Any], scan: Any, buckets: int) -> Any:
     What TensorBoard's histogram needs, reduced on the device (only the counts reach the host).
     Bucket ``j`` spans ``[-m + 2mj/buckets, -m + 2m(j+1)/buckets)``, the last one closed.
     """
-    rows = []
-    for i, g in enumerate(grads):
-        g = ops.reshape(ops.cast(g, "float32"), (-1,))
+    groups = _groups(grads)
+    blocks = []
+    for idx in groups:
+        g = _stack(grads, idx)
+        m = ops.take(scan[:, 0], ops.convert_to_tensor(np.asarray(idx, dtype="int32")), axis=0)
         finite = ops.isfinite(g)
-        s = ops.where(finite, g, 0.0) * _inverse(scan[i, 0])
-        idx = ops.cast(ops.clip(ops.floor((s + 1.0) * (buckets / 2.0)), 0, buckets - 1), "int32")
-        onehot = ops.one_hot(idx, buckets) * ops.cast(finite, "float32")[:, None]
-        rows.append(ops.sum(onehot, axis=0))
-    return ops.stack(rows)
+        inv = _inverse(m)
+        s = ops.where(finite, g, 0.0) * (inv / _ratio(m, inv))[:, None]  # g / m
+        bins = ops.cast(ops.clip(ops.floor((s + 1.0) * (buckets / 2.0)), 0, buckets - 1), "int32")
+        onehot = ops.one_hot(bins, buckets) * ops.cast(finite, "float32")[:, :, None]
+        blocks.append(ops.sum(onehot, axis=1))
+    return _in_order(blocks, groups)
 
 
 def variable_sizes(weights: list[Any]) -> np.ndarray:

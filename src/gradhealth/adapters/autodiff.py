@@ -138,7 +138,8 @@ def value_and_grad(fn: Callable[..., tuple[Any, Sequence[Any]]], compiled: bool 
             grads = [tf.zeros_like(p) if g is None else g for p, g in zip(params, grads, strict=True)]
             return loss, list(aux), grads
 
-        inner = tf.function(tf_step, reduce_retracing=True) if compiled else tf_step
+        inner = (tf.function(tf_step, reduce_retracing=True, autograph=False) if compiled
+                 else tf_step)
 
         def step(params, *args):
             loss, aux, grads = inner([tf.constant(np.asarray(p, np.float32)) for p in params],

@@ -53,12 +53,16 @@ def _tf_dense(kernels: StatsKernels) -> StatsKernels:
             out.append(g)
         return out
 
+    # Inside Keras' train function AutoGraph would convert these Python functions again on
+    # every trace (seconds for a deep model); they hold no tensor-dependent control flow.
+    plain = tf.autograph.experimental.do_not_convert
     return StatsKernels(
-        grad_scan=lambda grads: kernels.grad_scan(dense(grads)),
-        nonfinite_counts=lambda grads: kernels.nonfinite_counts(dense(grads)),
-        scaled_sums=lambda grads, weights, s: kernels.scaled_sums(dense(grads), weights, s),
-        grad_histograms=lambda grads, s, buckets: kernels.grad_histograms(dense(grads), s,
-                                                                          buckets),
+        grad_scan=plain(lambda grads: kernels.grad_scan(dense(grads))),
+        nonfinite_counts=plain(lambda grads: kernels.nonfinite_counts(dense(grads))),
+        scaled_sums=plain(lambda grads, weights, s: kernels.scaled_sums(dense(grads), weights,
+                                                                        s)),
+        grad_histograms=plain(lambda grads, s, buckets: kernels.grad_histograms(dense(grads), s,
+                                                                                buckets)),
     )
 
 

@@ -1,8 +1,8 @@
 """Backend adapters: the only code in gradhealth that knows TensorFlow, JAX or torch.
 
-:func:`probe` runs one forward and backward pass of a model on one batch, compiled once per
-model (``tf.function`` / ``jax.jit``; torch runs eagerly), and returns either the per-variable
-statistics reduced **on the device** (``reduce``: only ``(n_variables, k)`` numbers reach the
+:func:`probe` runs one forward and backward pass of a model on one batch, compiled at most once
+per model (TensorFlow: eagerly on the first pass, ``tf.function`` from the second; JAX:
+``jax.jit``; torch: eagerly), and returns either the per-variable statistics reduced **on the device** (``reduce``: only ``(n_variables, k)`` numbers reach the
 host) or the gradients themselves. The pass is the one ``fit`` makes: ``training=True`` when
 ``model.call`` accepts it, the loss given by an objective written with ``keras.ops`` (compiled
 loss, ``loss_weights``, ``sample_weight``, ``add_loss``). Non-trainable state (batch-norm
@@ -131,7 +131,10 @@ def _finite(result: ProbeResult, reduce: Reduce | None, nonfinite_column: int | 
 def probe(model: keras.Model, objective: Any, x: Any, y: Any, sample_weight: Any,
           reduce: Reduce | None, accepts_training: bool,
           nonfinite_column: int | None = None) -> ProbeResult:
-    """One forward/backward pass on one batch, compiled once per model and loss.
+    """One forward/backward pass on one batch, compiled at most once per model and loss.
+
+    TensorFlow runs a model's first pass eagerly and compiles from the second (a model checked
+    once never pays for a trace); JAX compiles on the first; torch runs eagerly.
 
     Args:
         model: A built Keras model.

@@ -1,4 +1,5 @@
-"""TensorFlow adapter: ``tf.GradientTape`` inside one cached ``tf.function`` per model and loss.
+"""TensorFlow adapter: ``tf.GradientTape``, eagerly on a model's first pass, then in one cached
+``tf.function`` per model and loss.
 
 Under a ``tf.distribute`` strategy scope (``MirroredStrategy``, ``MultiWorkerMirroredStrategy``)
 the step runs outside the strategy's cross-replica context, on the global batch and one device:
@@ -39,7 +40,8 @@ def build_step(model: keras.Model, objective: Any, reduce: Callable | None,
     connected: list[bool] = []
 
     def body(x, y, sample_weight, scale):
-        wrapper.traces += 1
+        if not tf.executing_eagerly():
+            wrapper.traces += 1
         # Batch-norm statistics, RNG and metric state are restored inside the graph, in the
         # same call (automatic control dependencies keep program order).
         saved = [tf.identity(v.value) for v in state]
@@ -63,7 +65,14 @@ def build_step(model: keras.Model, objective: Any, reduce: Callable | None,
     # Without AutoGraph: converting the model's and the statistics' Python code (150 functions
     # for a 50-layer MLP) took 4 s of a 6.5 s first checkup. Nothing is lost: Keras 3 does not
     # convert layer calls either (a model branching in Python on a tensor fails in fit too).
-    step = tf.function(body, reduce_retracing=True, autograph=False)
+    traced = tf.function(body, reduce_retracing=True, autograph=False)
+
+    def step(*args):
+        # The first call runs eagerly: tracing and optimizing a graph costs 20-100 times one
+        # eager pass (a 50-block residual MLP: 9 s against 0.3 s), which a model checked once,
+        # as in a notebook, never earns back. From the second call on, the compiled step.
+        wrapper.calls += 1
+        return body(*args) if wrapper.calls == 1 else traced(*args)
 
     def wrapper(x, y, sample_weight, scale):
         tf_logger = logging.getLogger("tensorflow")
@@ -82,6 +91,7 @@ def build_step(model: keras.Model, objective: Any, reduce: Callable | None,
         return float(loss.numpy()), payload, list(connected)
 
     wrapper.traces = 0
+    wrapper.calls = 0
     return wrapper
 
 

@@ -1,7 +1,7 @@
 """One batch's gradients and their statistics: the measuring half of the checkup.
 
 :func:`gradient_stats` (and :func:`measure_gradients`, which the checkup calls) runs one forward
-and backward pass through the backend adapter, compiled once per model, and reduces every
+and backward pass through the backend adapter, compiled at most once per model, and reduces every
 gradient to the 8 statistics of :func:`gradhealth.ops.stats.device_stats` **on the device**: only
 ``(n_variables, 8)`` numbers reach the host, from which the table is built.
 :func:`layer_gradients` brings the gradients themselves to the host. The model's state is left
@@ -218,7 +218,7 @@ def layer_gradients(model: keras.Model, x: Any, y: Any = None, loss: Any = None,
     """Gradients of the loss on one batch for every trainable variable, input to output.
 
     Runs one forward pass (``training=True`` when ``model.call`` accepts it) and one backward
-    pass, compiled once per model. The model is not changed: non-trainable state (batch-norm
+    pass, compiled at most once per model. The model is not changed: non-trainable state (batch-norm
     statistics, RNG) and metric state are restored.
 
     Args:

@@ -2,8 +2,9 @@
 
 :func:`probe` runs one forward and backward pass of a model on one batch, compiled at most once
 per model (TensorFlow: eagerly on the first pass, ``tf.function`` from the second; JAX:
-``jax.jit``; torch: eagerly), and returns either the per-variable statistics reduced **on the device** (``reduce``: only ``(n_variables, k)`` numbers reach the
-host) or the gradients themselves. The pass is the one ``fit`` makes: ``training=True`` when
+``jax.jit``; torch: eagerly), and returns either the per-variable statistics reduced **on the
+device** (``reduce``: only ``(n_variables, k)`` numbers reach the host) or the gradients
+themselves. The pass is the one ``fit`` makes: ``training=True`` when
 ``model.call`` accepts it, the loss given by an objective written with ``keras.ops`` (compiled
 loss, ``loss_weights``, ``sample_weight``, ``add_loss``). Non-trainable state (batch-norm
 moving statistics, seed generators) and metric variables are left exactly as they were, so a

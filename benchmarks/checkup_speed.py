@@ -75,7 +75,7 @@ def timed(fn) -> float:
 def compare(label: str, model: keras.Model, x: np.ndarray, y: np.ndarray,
             repeats: int) -> tuple[float, float, float, float]:
     model.compile(optimizer=keras.optimizers.SGD(1e-3), loss=gh.models.classification_loss())
-    for _ in range(2):  # warm-up: tracing/compilation of every path
+    for _ in range(3):  # warm-up: TF checks a model eagerly twice, then compiles
         model.train_on_batch(x, y)
         gh.checkup(model, x, y)
         gh.gradient_stats(model, x, y)

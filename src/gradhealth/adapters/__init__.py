@@ -1,7 +1,7 @@
 """Backend adapters: the only code in gradhealth that knows TensorFlow, JAX or torch.
 
 :func:`probe` runs one forward and backward pass of a model on one batch, compiled at most once
-per model (TensorFlow: eagerly on the first pass, ``tf.function`` from the second; JAX:
+per model (TensorFlow: eagerly on the first two passes, then ``tf.function``; JAX:
 ``jax.jit``; torch: eagerly), and returns either the per-variable statistics reduced **on the
 device** (``reduce``: only ``(n_variables, k)`` numbers reach the host) or the gradients
 themselves. The pass is the one ``fit`` makes: ``training=True`` when
@@ -134,8 +134,9 @@ def probe(model: keras.Model, objective: Any, x: Any, y: Any, sample_weight: Any
           nonfinite_column: int | None = None) -> ProbeResult:
     """One forward/backward pass on one batch, compiled at most once per model and loss.
 
-    TensorFlow runs a model's first pass eagerly and compiles from the second (a model checked
-    once never pays for a trace); JAX compiles on the first; torch runs eagerly.
+    TensorFlow runs a model's first two passes eagerly and compiles on the third (a model
+    checked once or twice never pays for a trace); JAX compiles on the first; torch runs
+    eagerly.
 
     Args:
         model: A built Keras model.

@@ -1,5 +1,5 @@
-"""TensorFlow adapter: ``tf.GradientTape``, eagerly on a model's first pass, then in one cached
-``tf.function`` per model and loss.
+"""TensorFlow adapter: ``tf.GradientTape``, eagerly on a model's first passes, then in one
+cached ``tf.function`` per model and loss.
 
 Under a ``tf.distribute`` strategy scope (``MirroredStrategy``, ``MultiWorkerMirroredStrategy``)
 the step runs outside the strategy's cross-replica context, on the global batch and one device:
@@ -20,7 +20,10 @@ import tensorflow as tf
 
 from gradhealth.adapters._state import state_variables
 
-__all__ = ["USER_ERRORS", "build_step", "run"]
+__all__ = ["EAGER_CALLS", "USER_ERRORS", "build_step", "run"]
+
+EAGER_CALLS: int = 2
+"""How many probe passes of a model run eagerly before its step is compiled (``tf.function``)."""
 
 # Errors that mean the data or loss do not fit the model (reported as ValueError).
 USER_ERRORS: tuple[type[BaseException], ...] = (ValueError, TypeError, KeyError, IndexError,
@@ -68,11 +71,11 @@ def build_step(model: keras.Model, objective: Any, reduce: Callable | None,
     traced = tf.function(body, reduce_retracing=True, autograph=False)
 
     def step(*args):
-        # The first call runs eagerly: tracing and optimizing a graph costs 20-100 times one
-        # eager pass (a 50-block residual MLP: 9 s against 0.3 s), which a model checked once,
-        # as in a notebook, never earns back. From the second call on, the compiled step.
+        # The first calls run eagerly: tracing and optimizing a graph costs 20-100 times one
+        # eager pass (a 50-block residual MLP: 9 s against 0.3 s), which a model checked once
+        # or twice (before and after training, as in a notebook or `treat`) never earns back.
         wrapper.calls += 1
-        return body(*args) if wrapper.calls == 1 else traced(*args)
+        return body(*args) if wrapper.calls <= EAGER_CALLS else traced(*args)
 
     def wrapper(x, y, sample_weight, scale):
         tf_logger = logging.getLogger("tensorflow")

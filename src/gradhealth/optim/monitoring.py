@@ -143,6 +143,10 @@ class MonitoringOptimizer(GradientWrapperOptimizer):
 
     # -- the device passes ------------------------------------------------------------------
     def _log_now(self) -> Any:
+        if self.every == 1:
+            # Every step logs: no conditional in the graph (a TF cond costs tracing time, and
+            # a branch call per step).
+            return True
         if keras.backend.backend() == "torch":
             return self._host_step % self.every == 0
         step = ops.convert_to_tensor(self.step_counter)

@@ -175,7 +175,7 @@ def test_invalid_ring_arguments(kwargs, message):
 _SHAPES = [(), (3,), (4, 3), (2, 2, 3), (5,)]
 
 
-@settings(max_examples=25, deadline=None)
+@settings(max_examples=15, deadline=None)  # each new shape set compiles anew on JAX
 @given(st.lists(st.tuples(st.sampled_from(_SHAPES), st.integers(-30, 30), st.booleans(),
                           st.integers(0, 2**31 - 1)), min_size=1, max_size=9))
 def test_grouped_passes_match_reference_in_variable_order(specs):

@@ -14,6 +14,7 @@ import keras
 import numpy as np
 import pandas as pd
 
+from gradhealth._internal.model_checks import build_optimizer
 from gradhealth._internal.validation import check_positive_int
 from gradhealth.data import digits_batch, load_digits_split
 from gradhealth.diagnosis import checkup, gradient_stats
@@ -125,6 +126,7 @@ def performance_ranking(activations: Sequence[str] | None = None, depth: int = 8
             model = deep_mlp(depth, width, activation=name, kernel_initializer=init,
                              seed=int(seed))
             model.compile(optimizer=keras.optimizers.Adam(), loss=loss, metrics=["accuracy"])
+            build_optimizer(model)
             start = time.perf_counter()
             history = model.fit(x_train, y_train, epochs=epochs, batch_size=RANKING_BATCH,
                                 verbose=0, shuffle=True)

@@ -10,6 +10,7 @@ import keras
 import numpy as np
 import pandas as pd
 
+from gradhealth._internal.model_checks import build_optimizer
 from gradhealth.callbacks.monitor import GradientHealthMonitor, GradientHealthWarning
 from gradhealth.optim.clipping import ClippingOptimizer
 
@@ -55,6 +56,7 @@ def compare_clipping(build_model: Callable[[], keras.Model], x: Any, y: Any,
         if kwargs is not None:
             optimizer = ClippingOptimizer(optimizer, **dict(kwargs))
         model.compile(optimizer=optimizer, loss=loss)
+        build_optimizer(model)
         monitor = GradientHealthMonitor(on_nonfinite="warn")
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", GradientHealthWarning)

@@ -26,6 +26,7 @@ import numpy as np
 import pandas as pd
 from rich.progress import Progress
 
+from gradhealth._internal.model_checks import build_optimizer
 from gradhealth._internal.validation import check_positive_int
 from gradhealth.core.thresholds import Thresholds
 from gradhealth.data import load_digits_split
@@ -94,6 +95,7 @@ def _training_group(spec: dict[str, Any]) -> pd.DataFrame:
                           loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
                           metrics=["accuracy"], jit_compile="auto" if spec["compiled"] else False,
                           run_eagerly=not spec["compiled"])
+            build_optimizer(model)
             start = time.perf_counter()
             hist = model.fit(x, y, epochs=spec["epochs"], batch_size=TRAIN_BATCH, verbose=0,
                              shuffle=True)

@@ -42,6 +42,7 @@ import numpy as np
 import pandas as pd
 
 from gradhealth._internal.io import atomic_write_text
+from gradhealth._internal.model_checks import build_optimizer
 from gradhealth._internal.validation import (
     check_batch_pair,
     check_positive_float,
@@ -437,6 +438,7 @@ def compare_optimizers(
         model.set_weights(initial)
         optimizer = make_optimizer(name, rates.get(name))
         model.compile(optimizer=optimizer, loss=loss_fn, jit_compile=jit_compile)
+        build_optimizer(model)
         probe = _Probe(loss_fn, xtr, ytr, probe_x, probe_y, log_every, first, last)
         model.fit(x_seq, y_seq, batch_size=batch_size, epochs=steps // log_every,
                   steps_per_epoch=log_every, shuffle=False, verbose=0, callbacks=[probe])

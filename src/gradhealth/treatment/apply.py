@@ -14,6 +14,7 @@ import keras
 import numpy as np
 import pandas as pd
 
+from gradhealth._internal.model_checks import build_optimizer
 from gradhealth._internal.validation import (
     check_batch_pair,
     check_positive_int,
@@ -176,6 +177,7 @@ def treat(
     initial = checkup(model, px, py, loss=loss_fn)
     model.compile(optimizer=plan.optimizer(learning_rate), loss=loss_fn, metrics=["accuracy"],
                   **(compile_kwargs or {}))
+    build_optimizer(model)
     history = model.fit(xa, ya, epochs=epochs, batch_size=batch_size, verbose=0)
     after = checkup(model, px, py, loss=loss_fn)
     # One eager forward pass: ``predict`` would trace (and on JAX compile) one more function.

@@ -15,8 +15,8 @@ import numpy as np
 
 from gradhealth._internal.validation import short_repr
 
-__all__ = ["build_optimizer", "call_accepts_training", "check_activation", "check_input_shape",
-           "check_model", "first_batch", "is_data_source"]
+__all__ = ["call_accepts_training", "check_activation", "check_input_shape", "check_model",
+           "first_batch", "is_data_source"]
 
 
 def check_activation(activation: Any) -> Any:
@@ -28,20 +28,6 @@ def check_activation(activation: Any) -> Any:
             f"Argument `activation` is not a Keras activation. Received: activation={activation!r}"
         ) from e
     return activation
-
-
-def build_optimizer(model: Any) -> None:
-    """Create a compiled model's optimizer variables now, before ``fit``.
-
-    Without a distribution strategy, Keras' TensorFlow trainer defers building the optimizer to
-    the first trace of the train step: every slot variable is then created inside the trace
-    (each behind a lifted initializer ``cond``) and the step is traced a second time. For an
-    8-layer MLP with Adam that was 5 s of a 9 s ``fit``. Building first is what Keras does on
-    the other backends.
-    """
-    optimizer = getattr(model, "optimizer", None)
-    if optimizer is not None and not optimizer.built:
-        optimizer.build(model.trainable_variables)
 
 
 def check_model(model: Any) -> Any:

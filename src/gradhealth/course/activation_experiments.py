@@ -14,7 +14,7 @@ import keras
 import numpy as np
 import pandas as pd
 
-from gradhealth._internal.model_checks import build_optimizer
+from gradhealth._internal.training import build_optimizer, evaluate_eagerly
 from gradhealth._internal.validation import check_positive_int
 from gradhealth.data import digits_batch, load_digits_split
 from gradhealth.diagnosis import checkup, gradient_stats
@@ -131,7 +131,7 @@ def performance_ranking(activations: Sequence[str] | None = None, depth: int = 8
             history = model.fit(x_train, y_train, epochs=epochs, batch_size=RANKING_BATCH,
                                 verbose=0, shuffle=True)
             seconds = time.perf_counter() - start
-            val_loss, val_acc = model.evaluate(x_test, y_test, verbose=0)
+            val_loss, val_acc = evaluate_eagerly(model, x_test, y_test, loss)
             report = checkup(model, x_train[:128], y_train[:128], loss=loss)
             rows.append({"activation": name, "initializer": init, "seed": int(seed),
                          "val_accuracy": float(val_acc), "val_loss": float(val_loss),

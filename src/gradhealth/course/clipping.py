@@ -10,7 +10,7 @@ import keras
 import numpy as np
 import pandas as pd
 
-from gradhealth._internal.model_checks import build_optimizer
+from gradhealth._internal.training import build_optimizer
 from gradhealth.callbacks.monitor import GradientHealthMonitor, GradientHealthWarning
 from gradhealth.optim.clipping import ClippingOptimizer
 

@@ -26,7 +26,7 @@ import numpy as np
 import pandas as pd
 from rich.progress import Progress
 
-from gradhealth._internal.model_checks import build_optimizer
+from gradhealth._internal.training import build_optimizer, evaluate_eagerly
 from gradhealth._internal.validation import check_positive_int
 from gradhealth.core.thresholds import Thresholds
 from gradhealth.data import load_digits_split
@@ -91,8 +91,8 @@ def _training_group(spec: dict[str, Any]) -> pd.DataFrame:
             keras.utils.set_random_seed(seed)
             model = deep_mlp(spec["depth"], spec["width"], spec["activation"], init,
                              input_dim=x.shape[1], num_classes=spec["num_classes"], seed=seed)
-            model.compile(optimizer=keras.optimizers.Adam(),
-                          loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+            loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+            model.compile(optimizer=keras.optimizers.Adam(), loss=loss,
                           metrics=["accuracy"], jit_compile="auto" if spec["compiled"] else False,
                           run_eagerly=not spec["compiled"])
             build_optimizer(model)
@@ -100,7 +100,7 @@ def _training_group(spec: dict[str, Any]) -> pd.DataFrame:
             hist = model.fit(x, y, epochs=spec["epochs"], batch_size=TRAIN_BATCH, verbose=0,
                              shuffle=True)
             seconds = time.perf_counter() - start
-            val_loss, val_acc = model.evaluate(x_val, y_val, verbose=0)
+            val_loss, val_acc = evaluate_eagerly(model, x_val, y_val, loss)
             rows.append({"activation": spec["activation"], "initializer": init,
                          "depth": spec["depth"], "seed": seed,
                          "final_loss": float(hist.history["loss"][-1]),

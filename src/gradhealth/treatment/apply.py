@@ -14,7 +14,7 @@ import keras
 import numpy as np
 import pandas as pd
 
-from gradhealth._internal.model_checks import build_optimizer
+from gradhealth._internal.training import build_optimizer
 from gradhealth._internal.validation import (
     check_batch_pair,
     check_positive_int,

@@ -10,6 +10,7 @@ References:
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -141,6 +142,12 @@ def make_mlp_probe(activation: Callable[[Any], Any], depth: int, compiled: bool 
     return probe
 
 
+@functools.lru_cache(maxsize=32)
+def _cached_probe(activation: str, depth: int) -> Callable[..., dict[str, Any]]:
+    """One compiled probe per (activation, depth): every initializer and seed reuses it."""
+    return make_mlp_probe(get_activation(activation), depth)
+
+
 def variance_propagation(activation: str = "relu", initializer: str = "he_normal",
                          depth: int = 20, width: int = 256, x: Any = None, y: Any = None,
                          seeds: int | Sequence[int] = 0, batch_size: int = 256) -> pd.DataFrame:
@@ -190,7 +197,7 @@ def variance_propagation(activation: str = "relu", initializer: str = "he_normal
         [core_variance.expected_weight_variance(init, s) for s in shapes],
         [s[0] for s in shapes], input_second_moment=float(np.mean(x.astype(np.float64) ** 2)),
     )["forward_variance"]
-    probe = make_mlp_probe(get_activation(act), depth)
+    probe = _cached_probe(act, depth)
     frames = []
     for seed in seed_list:
         params = mlp_params(depth, width, init, x.shape[1], int(np.max(y)) + 1, int(seed))

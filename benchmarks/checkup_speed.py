@@ -30,6 +30,7 @@ import gradhealth as gh  # first: it quiets TensorFlow before keras imports it
 # isort: split
 import keras
 import numpy as np
+from monitor_overhead import device_name  # the benchmarks folder is on sys.path
 
 MODELS = ("mlp", "transformer", "mobilenet")
 
@@ -101,7 +102,7 @@ def main() -> None:
     args = parser.parse_args()
     if args.repeats < 3:
         parser.error(f"--repeats must be at least 3. Received: --repeats={args.repeats}")
-    device = ", ".join(str(d) for d in keras.distribution.list_devices())
+    device = device_name()
     print(f"backend: {keras.backend.backend()}   devices: {device}   repeats: {args.repeats}")
     summary = []
     for name in args.model or ["mlp", "mobilenet"]:

@@ -27,6 +27,7 @@ Every input form ``fit`` accepts is accepted here too:
 
 from __future__ import annotations
 
+import functools
 from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any
@@ -44,9 +45,11 @@ from gradhealth._internal.model_checks import (
 )
 from gradhealth._internal.validation import check_batch, describe_shapes, short_repr
 from gradhealth.adapters import ProbeResult, get_adapter, probe
+from gradhealth.adapters.fused import StatsKernels, stats_kernels
 from gradhealth.core.stats import tensor_stats
+from gradhealth.ops import stats as ops_stats
 from gradhealth.ops.objective import make_objective
-from gradhealth.ops.stats import DEVICE_STATS, device_stats
+from gradhealth.ops.stats import DEVICE_STATS, combine_stats, variable_sizes
 
 __all__ = ["STATS_COLUMNS", "device_stats_frame", "gradient_stats", "layer_gradients",
            "measure_gradients", "prepare_batch", "resolve_loss", "run_gradients", "stats_frame"]
@@ -59,6 +62,28 @@ STATS_COLUMNS: tuple[str, ...] = (
 
 _NONFINITE = DEVICE_STATS.index("nonfinite_count")
 _LOSS_CACHE: dict[str, Callable] = {}
+
+
+@functools.cache
+def _device_stats(backend: str) -> Callable[[list[Any], list[Any]], Any]:
+    """:func:`gradhealth.ops.stats.device_stats` with the backend's fused kernels.
+
+    The same passes the monitor runs (:mod:`gradhealth.adapters.fused`): on torch, whose
+    checkup pass runs eagerly, multi-tensor ``torch._foreach`` kernels instead of a dozen
+    ``keras.ops`` calls per shape. One function per backend, so the compiled probe step is
+    found again in its cache.
+    """
+    kernels = stats_kernels(StatsKernels(grad_scan=ops_stats.grad_scan,
+                                         nonfinite_counts=ops_stats.nonfinite_counts,
+                                         scaled_sums=ops_stats.scaled_sums,
+                                         grad_histograms=ops_stats.grad_histograms), backend)
+
+    def reduce(grads: list[Any], weights: list[Any]) -> Any:
+        scan = kernels.grad_scan(grads)
+        return combine_stats(scan, kernels.scaled_sums(grads, weights, scan),
+                             variable_sizes(weights))
+
+    return reduce
 
 
 def resolve_loss(model: keras.Model, loss: Any) -> Callable:
@@ -208,7 +233,7 @@ def measure_gradients(model: keras.Model, x: Any, y: Any = None, loss: Any = Non
     Returns:
         ``(loss, table)`` with the table as :func:`gradient_stats` returns it.
     """
-    result = _probe(model, x, y, loss, sample_weight, device_stats)
+    result = _probe(model, x, y, loss, sample_weight, _device_stats(keras.backend.backend()))
     return result.loss, device_stats_frame(list(model.trainable_variables), result.payload,
                                            result.connected)
 

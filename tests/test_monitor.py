@@ -153,6 +153,18 @@ def test_stop_is_caught_between_logged_steps(data):
     assert monitor.stopped_at == 2 and sorted(monitor.history.step.unique()) == [0]
 
 
+def test_skip_between_logged_steps_keeps_the_weights_finite(data):
+    """Steps that log nothing check "any non-finite entry" alone; a poisoned one is skipped."""
+    x, y = data
+    model = make_model()
+    monitor = GradientHealthMonitor(every=100, on_nonfinite="skip")
+    model.fit(poisoned(x, 40), y, batch_size=BATCH, epochs=1, shuffle=False, verbose=0,
+              callbacks=[monitor])
+    assert all_finite(model)
+    assert monitor.skipped_steps == [2]
+    assert sorted(monitor.history.step.unique()) == [0]
+
+
 def test_warn_applies_the_update_and_warns(data):
     x, y = data
     model = make_model()

@@ -167,7 +167,14 @@ class MonitoringOptimizer(GradientWrapperOptimizer):
         k = self._kernels
 
         def light() -> Any:
-            bad = ops.reshape(ops.cast(k.nonfinite_counts(present), "float32"), (-1, 1))
+            if keras.backend.backend() == "torch":  # one fused multi-tensor kernel
+                bad = ops.cast(k.nonfinite_counts(present), "float32")
+            else:
+                # Steps that log nothing need only "any non-finite entry" per variable: one
+                # reduce_all per gradient, with no stacked copy and no count.
+                bad = ops.stack([1.0 - ops.cast(ops.all(ops.isfinite(g)), "float32")
+                                 for g in present])
+            bad = ops.reshape(bad, (-1, 1))
             z = ops.zeros_like(bad)
             return ops.concatenate([z, bad, z, z], axis=1)
 

@@ -39,7 +39,7 @@ class StatsKernels:
     grad_histograms: Callable[[list[Any], Any, int], Any]
 
 
-def _tf_dense(kernels: StatsKernels) -> StatsKernels:
+def _tf_dense(kernels: Any) -> StatsKernels:
     import tensorflow as tf  # lazy: only the TensorFlow backend needs it
 
     def dense(grads: list[Any]) -> list[Any]:
@@ -66,16 +66,19 @@ def _tf_dense(kernels: StatsKernels) -> StatsKernels:
     )
 
 
-def stats_kernels(generic: StatsKernels, backend: str | None = None) -> StatsKernels:
+def stats_kernels(generic: Any, backend: str | None = None) -> Any:
     """The fastest implementation of ``generic`` (the ``keras.ops`` passes) on ``backend``.
 
     Args:
-        generic: The ``keras.ops`` implementations (:mod:`gradhealth.ops.stats`).
+        generic: The ``keras.ops`` implementations: the :mod:`gradhealth.ops.stats` module
+            (or any object with its four functions).
         backend: A Keras backend name (default: the running one).
 
     Returns:
-        JAX: ``generic`` itself; TensorFlow: the same functions on dense gradients; torch: the
-        ``torch._foreach`` kernels of :mod:`gradhealth.adapters.torch_kernels`.
+        An object with the four functions: JAX: ``generic`` itself; TensorFlow: a
+        :class:`StatsKernels` of the same functions on dense gradients; torch: a
+        :class:`StatsKernels` of the ``torch._foreach`` kernels of
+        :mod:`gradhealth.adapters.torch_kernels`.
     """
     name = backend or keras.backend.backend()
     if name == "tensorflow":

@@ -45,11 +45,11 @@ from gradhealth._internal.model_checks import (
 )
 from gradhealth._internal.validation import check_batch, describe_shapes, short_repr
 from gradhealth.adapters import ProbeResult, get_adapter, probe
-from gradhealth.adapters.fused import StatsKernels, stats_kernels
+from gradhealth.adapters.fused import stats_kernels
 from gradhealth.core.stats import tensor_stats
 from gradhealth.ops import stats as ops_stats
 from gradhealth.ops.objective import make_objective
-from gradhealth.ops.stats import DEVICE_STATS, combine_stats, variable_sizes
+from gradhealth.ops.stats import DEVICE_STATS, device_stats
 
 __all__ = ["STATS_COLUMNS", "device_stats_frame", "gradient_stats", "layer_gradients",
            "measure_gradients", "prepare_batch", "resolve_loss", "run_gradients", "stats_frame"]
@@ -68,22 +68,12 @@ _LOSS_CACHE: dict[str, Callable] = {}
 def _device_stats(backend: str) -> Callable[[list[Any], list[Any]], Any]:
     """:func:`gradhealth.ops.stats.device_stats` with the backend's fused kernels.
 
-    The same passes the monitor runs (:mod:`gradhealth.adapters.fused`): on torch, whose
-    checkup pass runs eagerly, multi-tensor ``torch._foreach`` kernels instead of a dozen
-    ``keras.ops`` calls per shape. One function per backend, so the compiled probe step is
-    found again in its cache.
+    The passes the monitor runs (:mod:`gradhealth.adapters.fused`): on torch, whose checkup
+    pass runs eagerly, multi-tensor ``torch._foreach`` kernels instead of a dozen ``keras.ops``
+    calls per shape. One function per backend, so the compiled probe step is found again in
+    its cache.
     """
-    kernels = stats_kernels(StatsKernels(grad_scan=ops_stats.grad_scan,
-                                         nonfinite_counts=ops_stats.nonfinite_counts,
-                                         scaled_sums=ops_stats.scaled_sums,
-                                         grad_histograms=ops_stats.grad_histograms), backend)
-
-    def reduce(grads: list[Any], weights: list[Any]) -> Any:
-        scan = kernels.grad_scan(grads)
-        return combine_stats(scan, kernels.scaled_sums(grads, weights, scan),
-                             variable_sizes(weights))
-
-    return reduce
+    return functools.partial(device_stats, kernels=stats_kernels(ops_stats, backend))
 
 
 def resolve_loss(model: keras.Model, loss: Any) -> Callable:

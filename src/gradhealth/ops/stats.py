@@ -268,7 +268,7 @@ def combine_stats(scan: Any, sums: Any, sizes: Any, grad_scale: Any = None) -> A
     ], axis=1)
 
 
-def device_stats(grads: list[Any], weights: list[Any]) -> Any:
+def device_stats(grads: list[Any], weights: list[Any], kernels: Any = None) -> Any:
     """The :data:`DEVICE_STATS` of every (gradient, weight) pair, shape ``(n_variables, 8)``.
 
     Computed on the device with ``keras.ops`` to match
@@ -283,11 +283,16 @@ def device_stats(grads: list[Any], weights: list[Any]) -> Any:
         grads: Dense gradient tensors (no ``None``; pass zeros for an unconnected variable).
         weights: The variables' values, same order.
 
+        kernels: Where ``grad_scan`` and ``scaled_sums`` come from: a backend's fused kernels
+            (:func:`gradhealth.adapters.fused.stats_kernels`), or None for this module's.
+
     Returns:
         A float32 tensor of shape ``(len(grads), len(DEVICE_STATS))``.
 
     Example:
         >>> device_stats([ops.ones((2, 3))], [ops.ones((2, 3))])[0, 0]  # sqrt(6)
     """
-    scan = grad_scan(grads)
-    return combine_stats(scan, scaled_sums(grads, weights, scan), variable_sizes(weights))
+    scan_fn, sums_fn = (grad_scan, scaled_sums) if kernels is None else (
+        kernels.grad_scan, kernels.scaled_sums)
+    scan = scan_fn(grads)
+    return combine_stats(scan, sums_fn(grads, weights, scan), variable_sizes(weights))

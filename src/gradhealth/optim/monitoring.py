@@ -22,7 +22,7 @@ import numpy as np
 from keras import ops
 
 from gradhealth._internal.validation import check_positive_float, check_positive_int
-from gradhealth.adapters.fused import StatsKernels, stats_kernels
+from gradhealth.adapters.fused import stats_kernels
 from gradhealth.ops import stats as ops_stats
 from gradhealth.ops.clipping import ops_clip_by_global_norm
 from gradhealth.ops.stats import DEVICE_STATS, N_SCAN, combine_stats, variable_sizes
@@ -43,12 +43,6 @@ per-step host round trip (~20% of a GPU step in the issue's measurements) into ~
 DEFAULT_HISTOGRAM_BUCKETS = 30
 """Buckets of the per-variable gradient histograms for TensorBoard: TensorBoard's own default
 (``tf.summary.histogram(buckets=30)``)."""
-
-_GENERIC = StatsKernels(grad_scan=ops_stats.grad_scan,
-                        nonfinite_counts=ops_stats.nonfinite_counts,
-                        scaled_sums=ops_stats.scaled_sums,
-                        grad_histograms=ops_stats.grad_histograms)
-
 
 @keras.saving.register_keras_serializable(package="gradhealth")
 class MonitoringOptimizer(GradientWrapperOptimizer):
@@ -98,7 +92,7 @@ class MonitoringOptimizer(GradientWrapperOptimizer):
         self.histogram_buckets = histogram_buckets
         self.connected: list[bool] = []
         self.hist_ring: Any = None
-        self._kernels = stats_kernels(_GENERIC)
+        self._kernels = stats_kernels(ops_stats)
         self._host_step = 0  # torch runs eagerly: its log/no-log branch needs no device read
         self._scan: Any = None
 

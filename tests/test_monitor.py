@@ -70,7 +70,7 @@ def test_first_step_matches_gradient_stats(data):
     x, y = data
     model = make_model()
     reference = gradient_stats(model, x[:BATCH], y[:BATCH])
-    monitor = GradientHealthMonitor(every=1)
+    monitor = GradientHealthMonitor(every=1, stats="all")
     model.fit(x, y, batch_size=BATCH, epochs=2, shuffle=False, verbose=0, callbacks=[monitor])
     h = monitor.history
     assert list(h.columns) == list(HISTORY_COLUMNS)
@@ -90,7 +90,7 @@ def test_every_logs_only_some_steps_and_monitor_is_reusable(data, tmp_path):
     x, y = data
     model = make_model()
     csv = tmp_path / "grads.csv"
-    monitor = GradientHealthMonitor(every=3, csv=csv)
+    monitor = GradientHealthMonitor(every=3, csv=csv, stats="all")
     model.fit(x, y, batch_size=BATCH, epochs=2, shuffle=False, verbose=0, callbacks=[monitor])
     assert sorted(monitor.history.step.unique()) == [0, 3, 6]
     logged = pd.read_csv(csv)
@@ -238,7 +238,7 @@ def test_loss_scale_optimizer_statistics_are_unscaled(data):
     model = make_model(keras.optimizers.LossScaleOptimizer(keras.optimizers.SGD(0.01),
                                                            initial_scale=1024.0))
     reference = gradient_stats(model, x[:BATCH], y[:BATCH])
-    monitor = GradientHealthMonitor()
+    monitor = GradientHealthMonitor(stats="all")
     model.fit(x[:BATCH], y[:BATCH], batch_size=BATCH, epochs=1, verbose=0, callbacks=[monitor])
     assert_matches(monitor.history, reference)
     assert isinstance(model.optimizer, keras.optimizers.LossScaleOptimizer)
@@ -248,7 +248,7 @@ def test_hooks_called_by_hand(data):
     """The callback's methods work without fit: apply gradients through the wrapper."""
     x, y = data
     model = make_model(keras.optimizers.SGD(0.0))
-    monitor = GradientHealthMonitor(every=1)
+    monitor = GradientHealthMonitor(every=1, stats="all")
     monitor.set_model(model)
     wrapper = model.optimizer
     assert isinstance(wrapper, MonitoringOptimizer)

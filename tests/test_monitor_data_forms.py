@@ -30,7 +30,7 @@ def mlp(seed=0):
 
 
 def fit(model, data, **kwargs):
-    monitor = GradientHealthMonitor(every=1)
+    monitor = GradientHealthMonitor(every=1, stats="all")
     model.fit(data, verbose=0, callbacks=[monitor], **kwargs)
     return monitor.history
 

@@ -12,9 +12,17 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from gradhealth.adapters.fused import stats_kernels
 from gradhealth.callbacks.monitor import GradientHealthMonitor, GradientHealthWarning
 from gradhealth.core.stats import STAT_COLUMNS, tensor_stats
-from gradhealth.ops.stats import DEVICE_STATS, device_stats, grad_histograms, grad_scan
+from gradhealth.ops import stats as ops_stats
+from gradhealth.ops.stats import (
+    CORE_STATS,
+    DEVICE_STATS,
+    device_stats,
+    grad_histograms,
+    grad_scan,
+)
 
 COMPARED = [c for c in STAT_COLUMNS if c not in ("nonfinite_count", "grad_to_weight")]
 
@@ -92,11 +100,29 @@ def test_statistics_exact_from_1e_minus30_to_1e30(kind):
     rng = np.random.default_rng(1)
     exponents = [-30, -20, -10, 0, 10, 20, 30]
     steps = [scaled_gradients(model, rng, e, kind) for e in exponents]
-    monitor = GradientHealthMonitor(every=1, buffer_steps=3)  # wraps around twice
+    # wraps around twice
+    monitor = GradientHealthMonitor(every=1, buffer_steps=3, stats="all")
     history = run_steps(monitor, model, steps)
     assert sorted(history.step.unique()) == list(range(len(exponents)))
     for i, grads in enumerate(steps):
         assert_step_matches(history[history.step == i], grads, values(model))
+
+
+def test_core_statistics_by_default_and_the_rest_nan():
+    """The default logs CORE_STATS (exact, the ratio too) and leaves the other columns NaN."""
+    model = make_model(bias_init="ones")
+    rng = np.random.default_rng(5)
+    steps = [scaled_gradients(model, rng, e, "normal") for e in (-20, 0, 20)]
+    history = run_steps(GradientHealthMonitor(every=1), model, steps)
+    for i, grads in enumerate(steps):
+        rows = history[history.step == i]
+        for (_, row), g, w in zip(rows.iterrows(), grads, values(model), strict=True):
+            expected = reference(g, w)
+            for col in CORE_STATS:
+                assert row[col] == pytest.approx(expected[col], rel=1e-5), col
+            assert row["grad_to_weight"] == pytest.approx(
+                expected["grad_norm"] / expected["weight_norm"], rel=1e-5)
+    assert history[[c for c in DEVICE_STATS if c not in CORE_STATS]].isna().all().all()
 
 
 def test_nonfinite_entries_are_counted_and_left_out():
@@ -105,7 +131,7 @@ def test_nonfinite_entries_are_counted_and_left_out():
     grads = scaled_gradients(model, rng, 0, "normal")
     grads[0][0, 0], grads[0][1, 2], grads[1][3] = np.nan, np.inf, -np.inf
     grads[3][:] = np.nan  # a variable with no finite entry at all
-    monitor = GradientHealthMonitor(every=1, on_nonfinite="skip")
+    monitor = GradientHealthMonitor(every=1, on_nonfinite="skip", stats="all")
     history = run_steps(monitor, model, [grads])
     assert_step_matches(history, grads, values(model))
     assert history.skipped.all() and np.isnan(history.global_norm.iloc[0])
@@ -193,16 +219,27 @@ def test_grouped_passes_match_reference_in_variable_order(specs):
         grads.append(np.asarray(g, "float32"))
         weights.append(rng.normal(size=shape).astype("float32"))
     tensors = [keras.ops.convert_to_tensor(g) for g in grads]
-    got = keras.ops.convert_to_numpy(device_stats(
-        tensors, [keras.ops.convert_to_tensor(w) for w in weights]))
-    assert got.shape == (len(grads), len(DEVICE_STATS))
-    for row, g, w in zip(got, grads, weights, strict=True):
+    wtensors = [keras.ops.convert_to_tensor(w) for w in weights]
+    kernels = stats_kernels(ops_stats)
+    got = keras.ops.convert_to_numpy(device_stats(tensors, wtensors))
+    fused = keras.ops.convert_to_numpy(device_stats(tensors, wtensors, kernels=kernels))
+    # The one-pass direct statistics, where they call themselves valid, agree too; they must
+    # be valid for every gradient well inside float32's range (else the fast path is unused).
+    direct, ok = (keras.ops.convert_to_numpy(t) for t in kernels.direct_stats(
+        tensors, wtensors, DEVICE_STATS))
+    for (shape, exponent, poison, _), valid in zip(specs, ok, strict=True):
+        if abs(exponent) <= 10 and not (poison and len(shape) and np.prod(shape) > 1):
+            assert valid, (shape, exponent)
+    assert got.shape == fused.shape == (len(grads), len(DEVICE_STATS))
+    for row, fast, dir_row, valid, g, w in zip(got, fused, direct, ok, grads, weights,
+                                               strict=True):
         expected = reference(g.reshape(g.shape or (1,)), w)
         if g.ndim == 0:
             expected["dead_unit_fraction"] = 0.0  # a scalar has no units
         for j, name in enumerate(DEVICE_STATS):
-            assert row[j] == pytest.approx(expected[name], rel=1e-5, abs=1e-45, nan_ok=True), (
-                name, g.shape)
+            for r in (row, fast) + ((dir_row,) if valid else ()):
+                assert r[j] == pytest.approx(expected[name], rel=1e-5, abs=1e-45,
+                                             nan_ok=True), (name, g.shape)
     buckets = 6
     counts = keras.ops.convert_to_numpy(grad_histograms(tensors, grad_scan(tensors), buckets))
     for row, g in zip(counts, grads, strict=True):

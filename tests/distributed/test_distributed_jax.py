@@ -87,7 +87,7 @@ def test_monitor_statistics_match_one_device(layout, policy):
     histories, weights = [], []
     for distribution in (None, LAYOUTS[layout]()):
         model = build(lambda: keras.optimizers.SGD(0.01), distribution)
-        monitor = gh.GradientHealthMonitor(on_nonfinite=policy)
+        monitor = gh.GradientHealthMonitor(on_nonfinite=policy, stats="all")
         fit(model, distribution, x, y, [monitor])
         histories.append(monitor.history)
         weights.append([np.asarray(w) for w in model.weights])

@@ -59,7 +59,7 @@ def replica_values(variable):
 
 def fit_monitored(distributed, policy, x, y, epochs=1):
     model = build(lambda: keras.optimizers.SGD(0.01), distributed)
-    monitor = gh.GradientHealthMonitor(on_nonfinite=policy)
+    monitor = gh.GradientHealthMonitor(on_nonfinite=policy, stats="all")
     model.fit(x, y, batch_size=GLOBAL_BATCH, epochs=epochs, shuffle=False, verbose=0,
               callbacks=[monitor])
     return model, monitor

@@ -6,7 +6,9 @@ fast differs per backend:
 * **JAX** trains inside ``jit``: XLA already fuses each pass into one loop per variable, so the
   ``keras.ops`` functions are used as they are.
 * **TensorFlow** runs the ``keras.ops`` functions in its graph (on a GPU Keras compiles the
-  step with XLA, which fuses them). On a CPU an XLA-compiled stats function
+  step with XLA, which fuses them); sums of squares are ``tf.nn.l2_loss``, one kernel that
+  reads the tensor once (``reduce_sum(x * x)`` writes ``x * x`` first: 0.95 against 1.45 ms for
+  the core statistics of a 20x256 MLP on a 2-core CPU). On a CPU an XLA-compiled stats function
   (``tf.function(jit_compile=True)``) was measured slower than the plain graph and took 5-10 s
   to compile per ``fit``, so it is not used. ``tf.IndexedSlices`` gradients (Embedding layers)
   are made dense first, so the statistics are those of the dense gradient.
@@ -14,7 +16,7 @@ fast differs per backend:
   ``keras.ops`` call is a Python call. :mod:`gradhealth.adapters.torch_kernels` computes the
   same numbers with multi-tensor ``torch._foreach_*`` kernels (one call over all variables).
 
-:func:`stats_kernels` returns the four functions for the running backend.
+:func:`stats_kernels` returns the six functions for the running backend.
 """
 
 from __future__ import annotations
@@ -37,6 +39,8 @@ class StatsKernels:
     nonfinite_counts: Callable[[list[Any]], Any]
     scaled_sums: Callable[[list[Any], list[Any], Any], Any]
     grad_histograms: Callable[[list[Any], Any, int], Any]
+    direct_stats: Callable[[list[Any], list[Any], tuple[str, ...]], Any]
+    finite_guard: Callable[[list[Any]], Any]
 
 
 def _tf_dense(kernels: Any) -> StatsKernels:
@@ -63,6 +67,9 @@ def _tf_dense(kernels: Any) -> StatsKernels:
                                                                         s)),
         grad_histograms=plain(lambda grads, s, buckets: kernels.grad_histograms(dense(grads), s,
                                                                                 buckets)),
+        direct_stats=plain(lambda grads, weights, stats: kernels.direct_stats(
+            dense(grads), weights, stats, sum_squares=lambda x: 2.0 * tf.nn.l2_loss(x))),
+        finite_guard=plain(lambda grads: kernels.finite_guard(dense(grads))),
     )
 
 
@@ -71,11 +78,11 @@ def stats_kernels(generic: Any, backend: str | None = None) -> Any:
 
     Args:
         generic: The ``keras.ops`` implementations: the :mod:`gradhealth.ops.stats` module
-            (or any object with its four functions).
+            (or any object with its six functions).
         backend: A Keras backend name (default: the running one).
 
     Returns:
-        An object with the four functions: JAX: ``generic`` itself; TensorFlow: a
+        An object with the six functions: JAX: ``generic`` itself; TensorFlow: a
         :class:`StatsKernels` of the same functions on dense gradients; torch: a
         :class:`StatsKernels` of the ``torch._foreach`` kernels of
         :mod:`gradhealth.adapters.torch_kernels`.
@@ -88,5 +95,7 @@ def stats_kernels(generic: Any, backend: str | None = None) -> Any:
         return StatsKernels(grad_scan=torch_kernels.grad_scan,
                             nonfinite_counts=torch_kernels.nonfinite_counts,
                             scaled_sums=torch_kernels.scaled_sums,
-                            grad_histograms=torch_kernels.grad_histograms)
+                            grad_histograms=torch_kernels.grad_histograms,
+                            direct_stats=torch_kernels.direct_stats,
+                            finite_guard=torch_kernels.finite_guard)
     return generic

@@ -19,7 +19,8 @@ from typing import Any
 
 import torch
 
-__all__ = ["DIRECT_RANGE", "grad_histograms", "grad_scan", "nonfinite_counts", "scaled_sums"]
+__all__ = ["DIRECT_RANGE", "direct_stats", "finite_guard", "grad_histograms", "grad_scan",
+           "nonfinite_counts", "scaled_sums"]
 
 DIRECT_RANGE: tuple[float, float] = (2.0 ** -20, 2.0 ** 40)
 """Largest magnitudes ``m`` for which float32 sums of squares need no scaling: ``m >= 2^-20``
@@ -155,3 +156,62 @@ def grad_histograms(grads: list[Any], scan: torch.Tensor, buckets: int) -> torch
         idx = torch.clamp(torch.floor((s + 1.0) * (buckets / 2.0)), 0, buckets - 1).long()
         rows.append(torch.bincount(idx[finite], minlength=buckets).to(torch.float32))
     return torch.stack(rows)
+
+
+def finite_guard(grads: list[Any]) -> torch.Tensor:
+    """Every entry of every gradient finite (one ``_foreach_norm(inf)`` call; NaN and inf
+    propagate into the maximum)."""
+    if not grads:
+        return torch.tensor(True)
+    return torch.isfinite(torch.stack(torch._foreach_norm(_f32(grads), _INF))).all()
+
+
+def direct_stats(grads: list[Any], weights: list[Any],
+                 stats: tuple[str, ...]) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(table, ok)`` from one unscaled pass (see ``ops.stats.direct_stats``), with one
+    multi-tensor call per statistic."""
+    from gradhealth.ops.stats import DEVICE_STATS, _direct_floor  # noqa: PLC0415 - no cycle
+
+    want = set(stats)
+    gs, ws = _f32(grads), _f32(weights)
+    device = gs[0].device if gs else None
+    sizes = torch.tensor([g.numel() for g in gs], dtype=torch.float32, device=device)
+    floor = torch.tensor([_direct_floor(g.numel()) for g in gs], dtype=torch.float32,
+                         device=device)
+    safe = sizes.clamp(min=1.0)
+    nan = torch.full_like(sizes, math.nan)
+    if "dead_unit_fraction" in want:
+        cols = [torch.linalg.vector_norm(_units(g), ord=_INF, dim=0) if g.dim() >= 2
+                else g.abs().reshape(-1) for g in gs]
+        m = torch.stack(torch._foreach_norm(cols, _INF))
+        n_units = torch.tensor([c.numel() for c in cols], dtype=torch.float32, device=device)
+        live = torch.stack(torch._foreach_norm(cols, 0))
+        scalar = torch.tensor([g.dim() == 0 for g in gs], device=device)
+        dead = torch.where(scalar | (n_units == 0), torch.zeros_like(m),
+                           1.0 - live / n_units.clamp(min=1.0))
+    else:
+        m = torch.stack(torch._foreach_norm(gs, _INF))
+        dead = nan
+    norm = torch.stack(torch._foreach_norm(gs, 2))
+    ok = torch.isfinite(norm) & (m <= 2.0 ** 40) & ((m == 0) | (m >= floor))
+    wnorm = nan
+    if "weight_norm" in want:
+        wnorm = torch.stack(torch._foreach_norm(ws, 2))
+        ok &= torch.isfinite(wnorm) & (wnorm * wnorm >= floor * floor)
+    std = nan
+    if "grad_std" in want:
+        d1, d2 = [], []
+        for g in gs:
+            d = g.reshape(-1) - g.reshape(-1)[0] if g.numel() > 1 else g.new_zeros(1)
+            d1.append(d.mean())
+            d2.append((d * d).mean())
+        d1s, d2s = torch.stack(d1), torch.stack(d2)
+        std = torch.sqrt((d2s - d1s * d1s).clamp(min=0.0))
+        ok &= (m == 0) | (sizes <= 1) | (d2s >= 2.0 ** -106)
+    col = {"grad_norm": norm, "grad_max_abs": m, "nonfinite_count": torch.zeros_like(m),
+           "weight_norm": wnorm, "grad_std": std, "dead_unit_fraction": dead,
+           "grad_mean_abs": (torch.stack(torch._foreach_norm(gs, 1)) / safe
+                             if "grad_mean_abs" in want else nan),
+           "zero_fraction": (1.0 - torch.stack(torch._foreach_norm(gs, 0)) / safe
+                             if "zero_fraction" in want else nan)}
+    return torch.stack([col[c] if c in want else nan for c in DEVICE_STATS], dim=1), ok

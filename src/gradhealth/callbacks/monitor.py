@@ -44,6 +44,7 @@ import math
 import os
 import time
 import warnings
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -58,7 +59,7 @@ from gradhealth.adapters.keras_compat import jax_train_state_value
 from gradhealth.core.detect import DEFAULT_MAX_NORM, GLOBAL, Alert, ExplosionDetector
 from gradhealth.core.stats import STAT_COLUMNS
 from gradhealth.core.thresholds import Thresholds
-from gradhealth.ops.stats import DEVICE_STATS
+from gradhealth.ops.stats import DEVICE_STATS, resolve_stats
 from gradhealth.optim.monitoring import (
     C_LAST_NONFINITE,
     C_NONFINITE,
@@ -121,6 +122,12 @@ class GradientHealthMonitor(keras.callbacks.Callback):
             (:data:`gradhealth.optim.monitoring.DEFAULT_BUFFER_STEPS`).
         pull_seconds: Pull at least this often while steps are pending
             (:data:`DEFAULT_PULL_SECONDS`).
+        stats: The statistics logged per variable: ``"core"`` (default: ``grad_norm``,
+            ``grad_max_abs``, ``nonfinite_count``, ``weight_norm`` and the ``grad_to_weight``
+            ratio -- all the detectors, ``status`` and TensorBoard use, from one pass over each
+            gradient and weight), ``"all"`` (adds ``grad_mean_abs``, ``grad_std``,
+            ``zero_fraction``, ``dead_unit_fraction``) or a list of names from
+            :data:`gradhealth.ops.stats.DEVICE_STATS`. History columns not computed are NaN.
 
     Statistics are accumulated on the device and pulled every ``buffer_steps`` logged steps,
     every ``pull_seconds``, at the end of each epoch and when ``history`` is read. A crash
@@ -142,8 +149,10 @@ class GradientHealthMonitor(keras.callbacks.Callback):
                  max_norm: float = DEFAULT_MAX_NORM, detector: ExplosionDetector | None = None,
                  log_dir: str | os.PathLike | None = None, csv: str | os.PathLike | None = None,
                  verbose: bool = False, buffer_steps: int = DEFAULT_BUFFER_STEPS,
-                 pull_seconds: float = DEFAULT_PULL_SECONDS) -> None:
+                 pull_seconds: float = DEFAULT_PULL_SECONDS,
+                 stats: str | Iterable[str] = "core") -> None:
         super().__init__()
+        self.stats = resolve_stats(stats)
         self.every = check_positive_int("every", every)
         self.buffer_steps = check_positive_int("buffer_steps", buffer_steps)
         self.pull_seconds = check_positive_float("pull_seconds", pull_seconds)
@@ -218,7 +227,8 @@ class GradientHealthMonitor(keras.callbacks.Callback):
         return MonitoringOptimizer(
             optimizer, every=self.every, skip_nonfinite=self.on_nonfinite != "warn",
             clip_norm=self.max_norm if self.on_explosion == "clip" else None,
-            buffer_steps=self.buffer_steps, histogram_buckets=self._histogram_buckets)
+            buffer_steps=self.buffer_steps, histogram_buckets=self._histogram_buckets,
+            stats=self.stats)
 
     @property
     def _histogram_buckets(self) -> int:
@@ -227,7 +237,10 @@ class GradientHealthMonitor(keras.callbacks.Callback):
     def _wrapper_settings(self) -> tuple[Any, ...]:
         return (self.every, self.on_nonfinite != "warn",
                 self.max_norm if self.on_explosion == "clip" else None, self.buffer_steps,
-                self._histogram_buckets)
+                self._histogram_buckets,
+                # The wrapper adds grad_max_abs when it keeps histograms (their range).
+                resolve_stats([*self.stats, "grad_max_abs"]) if self._histogram_buckets
+                else self.stats)
 
     def set_model(self, model: keras.Model) -> None:
         """Install the monitoring optimizer on ``model`` (called by ``fit``)."""
@@ -253,8 +266,8 @@ class GradientHealthMonitor(keras.callbacks.Callback):
         if optimizer is not self._optimizer:
             wrapper = optimizer if isinstance(optimizer, MonitoringOptimizer) else None
             if wrapper is None or (wrapper.every, wrapper.skip_nonfinite, wrapper.clip_norm,
-                                   wrapper.buffer_steps, wrapper.histogram_buckets
-                                   ) != self._wrapper_settings():
+                                   wrapper.buffer_steps, wrapper.histogram_buckets,
+                                   wrapper.stats) != self._wrapper_settings():
                 wrapper = self.wrap(optimizer)
             if not wrapper.built and model.built:
                 # Create the variables now: a tf.function that creates variables while tracing

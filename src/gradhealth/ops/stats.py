@@ -23,18 +23,66 @@ kernels).
 
 from __future__ import annotations
 
+import math
+from collections.abc import Iterable
 from typing import Any
 
 import numpy as np
 from keras import ops
 
-__all__ = ["DEVICE_STATS", "N_SCAN", "N_SUMS", "combine_stats", "device_stats", "grad_histograms",
-           "grad_scan", "nonfinite_counts", "scaled_sums", "variable_sizes"]
+from gradhealth.ops.control import cond
+
+__all__ = ["CORE_STATS", "DEVICE_STATS", "N_SCAN", "N_SUMS", "combine_stats", "device_stats",
+           "direct_stats", "finite_guard", "grad_histograms", "grad_scan", "nonfinite_counts",
+           "resolve_stats", "scaled_sums", "variable_sizes"]
 
 DEVICE_STATS: tuple[str, ...] = ("grad_norm", "grad_mean_abs", "grad_max_abs", "grad_std",
                                  "zero_fraction", "nonfinite_count", "weight_norm",
                                  "dead_unit_fraction")
 """The statistics reduced on the device per variable (``grad_to_weight`` is their ratio)."""
+
+CORE_STATS: tuple[str, ...] = ("grad_norm", "grad_max_abs", "nonfinite_count", "weight_norm")
+"""The statistics the monitor logs by default: what its explosion detectors, its ``status``
+column, ``grad_to_weight`` and the TensorBoard histograms need. One pass over each gradient
+(sum of squares and largest magnitude together) and one over each weight."""
+
+_NONFINITE = DEVICE_STATS.index("nonfinite_count")
+_DIRECT_MAX = 2.0 ** 40
+"""Largest ``max |g|`` the direct (unscaled) sums accept: ``n * m^2`` stays below float32's
+3.4e38 for any ``n < 2^47``."""
+
+
+def resolve_stats(stats: str | Iterable[str], argument: str = "stats") -> tuple[str, ...]:
+    """``"core"`` (:data:`CORE_STATS`), ``"all"`` (:data:`DEVICE_STATS`) or names from
+    :data:`DEVICE_STATS`, as a tuple in :data:`DEVICE_STATS` order.
+
+    ``nonfinite_count`` is always included (the non-finite guard needs it).
+
+    Raises:
+        ValueError, TypeError: An unknown name or a value of the wrong type.
+    """
+    if isinstance(stats, str):
+        if stats in ("core", "all"):
+            chosen = set(CORE_STATS if stats == "core" else DEVICE_STATS)
+        elif stats in DEVICE_STATS:
+            chosen = {stats}
+        else:
+            raise ValueError(f"Argument `{argument}` must be 'core', 'all' or names from "
+                             f"{DEVICE_STATS}. Received: {argument}={stats!r}")
+    else:
+        try:
+            names = list(stats)
+        except TypeError:
+            raise TypeError(f"Argument `{argument}` must be 'core', 'all' or an iterable of "
+                            f"statistic names. Received: {argument}={stats!r} (of type "
+                            f"{type(stats).__name__})") from None
+        unknown = [n for n in names if n not in DEVICE_STATS]
+        if unknown:
+            raise ValueError(f"Argument `{argument}` holds unknown statistics {unknown}; "
+                             f"choose from {DEVICE_STATS}. Received: {argument}={stats!r}")
+        chosen = set(names)
+    chosen.add("nonfinite_count")
+    return tuple(n for n in DEVICE_STATS if n in chosen)
 
 N_SCAN = 4
 """Columns of :func:`grad_scan`: ``[m, nonfinite_count, zero_count, dead_unit_fraction]``."""
@@ -268,23 +316,137 @@ def combine_stats(scan: Any, sums: Any, sizes: Any, grad_scale: Any = None) -> A
     ], axis=1)
 
 
-def device_stats(grads: list[Any], weights: list[Any], kernels: Any = None) -> Any:
+def _direct_floor(size: int) -> float:
+    """Smallest ``max |g|`` (or, squared, ``sum g^2 / n``) for which unscaled float32 sums of
+    squares lose < 1e-6 of their value to underflow: each square below float32's smallest
+    normal (2^-126) is at most 2^-126, so ``n`` of them weigh ``n 2^-126 <= 2^-20 m^2`` when
+    ``m >= sqrt(n) 2^-53``."""
+    return math.sqrt(max(size, 1)) * 2.0 ** -53
+
+
+def _sum_squares(x: Any) -> Any:
+    """``sum(x * x)`` of a flat float32 tensor: a dot product (one fused loop under XLA)."""
+    return ops.vdot(x, x)
+
+
+def direct_stats(grads: list[Any], weights: list[Any],
+                 stats: tuple[str, ...] = DEVICE_STATS,
+                 sum_squares: Any = None) -> tuple[Any, Any]:
+    """One unscaled pass per gradient and per weight: ``(table, ok)``.
+
+    Most gradients need no scaling: when every entry is finite and the largest magnitude ``m``
+    lies in ``[sqrt(n) 2^-53, 2^40]`` (or is 0), float32 sums of squares neither overflow nor
+    lose more than 1e-6 of their value to underflow, so the statistics come from one pass over
+    the raw values -- the sums of :func:`scaled_sums` without the scale pass before them, and
+    the same numbers up to rounding (scaling by a power of two is exact). ``ok`` says, per
+    variable, whether that holds; :func:`device_stats` falls back to the two exact passes for a
+    step where it does not (NaN/inf, or gradients beyond the range).
+
+    Args:
+        grads: Dense gradient tensors (zeros for an unconnected variable).
+        weights: The variables' values, same order.
+        stats: Which of :data:`DEVICE_STATS` to compute (:func:`resolve_stats`); the others
+            are NaN.
+        sum_squares: The backend's fastest ``sum(x * x)`` of a flat tensor (TensorFlow:
+            ``2 * tf.nn.l2_loss``, one kernel); default a ``keras.ops`` dot product.
+
+    Returns:
+        ``table``: float32 ``(len(grads), len(DEVICE_STATS))``, valid where ``ok``; ``ok``:
+        boolean ``(len(grads),)``.
+    """
+    want = set(stats)
+    sumsq = sum_squares or _sum_squares
+    nan = ops.convert_to_tensor(float("nan"), "float32")
+    zero = ops.convert_to_tensor(0.0, "float32")
+    rows, oks = [], []
+    for g, w in zip(grads, weights, strict=True):
+        shape = tuple(int(d) for d in g.shape)
+        size = int(np.prod(shape)) if shape else 1
+        wf = ops.reshape(ops.cast(w, "float32"), (-1,))
+        qw = sumsq(wf) if "weight_norm" in want else zero
+        x = ops.reshape(ops.cast(g, "float32"), (-1,))
+        q = sumsq(x)
+        a = ops.abs(x)
+        if "dead_unit_fraction" in want and len(shape) >= 1:
+            unit_max = ops.max(ops.reshape(a, (-1, shape[-1])), axis=0)
+            m = ops.max(unit_max)
+            dead = ops.mean(ops.cast(ops.equal(unit_max, 0.0), "float32"))
+        else:
+            m = ops.max(a)
+            dead = zero
+        # NaN/inf entries make q non-finite (NaN^2 and inf^2 are; TF's max may drop a NaN).
+        ok = ops.logical_and(ops.isfinite(q), m <= _DIRECT_MAX)
+        ok = ops.logical_and(ok, ops.logical_or(ops.equal(m, 0.0), m >= _direct_floor(size)))
+        if "weight_norm" in want:
+            # A weight below the range (all-zero included) takes the exact path: with no
+            # max |w| here, a zero sum cannot tell zeros from underflow.
+            ok = ops.logical_and(ok, ops.logical_and(
+                ops.isfinite(qw), qw >= _direct_floor(size) ** 2))
+        std = nan
+        if "grad_std" in want:
+            if size > 1:
+                d = x - x[0]  # the shift of the one-pass variance (see scaled_sums)
+                d1, d2 = ops.sum(d) / size, ops.sum(d * d) / size
+                std = ops.sqrt(ops.maximum(d2 - d1 * d1, 0.0))
+                # Equal entries, or differences whose squares underflow (each lost square is
+                # below 2^-126, so a mean square >= 2^-106 loses < 1e-6): the exact path.
+                ok = ops.logical_and(ok, ops.logical_or(ops.equal(m, 0.0),
+                                                        d2 >= 2.0 ** -106))
+            else:
+                std = zero
+        col = {"grad_norm": ops.sqrt(q), "grad_max_abs": m,
+               "grad_mean_abs": ops.sum(a) / size if "grad_mean_abs" in want else nan,
+               "grad_std": std,
+               "zero_fraction": (ops.sum(ops.cast(ops.equal(x, 0.0), "float32")) / size
+                                 if "zero_fraction" in want else nan),
+               "nonfinite_count": zero, "weight_norm": ops.sqrt(qw),
+               "dead_unit_fraction": dead if "dead_unit_fraction" in want else nan}
+        rows.append(ops.stack([col[c] if c in want else nan for c in DEVICE_STATS]))
+        oks.append(ok)
+    return ops.stack(rows), ops.stack(oks)
+
+
+def finite_guard(grads: list[Any]) -> Any:
+    """A boolean scalar: every entry of every gradient is finite.
+
+    One sum per gradient: a NaN/inf entry makes its sum non-finite. A finite sum can still
+    overflow (entries near 1e38), so a non-finite total is confirmed entry by entry before the
+    step is called non-finite; the check costs one reduction on every other step.
+    """
+    if not grads:
+        return ops.convert_to_tensor(True)
+    total = ops.sum(ops.stack([ops.sum(ops.cast(g, "float32")) for g in grads]))
+    return cond(ops.isfinite(total), lambda: ops.convert_to_tensor(True),
+                lambda: ops.all(ops.stack([ops.all(ops.isfinite(g)) for g in grads])))
+
+
+def _mask(table: Any, stats: tuple[str, ...]) -> Any:
+    """``table`` with the columns not in ``stats`` set to NaN."""
+    if len(stats) == len(DEVICE_STATS):
+        return table
+    keep = np.array([c in stats for c in DEVICE_STATS])
+    return ops.where(ops.convert_to_tensor(keep)[None, :], table, float("nan"))
+
+
+def device_stats(grads: list[Any], weights: list[Any], kernels: Any = None,
+                 stats: tuple[str, ...] = DEVICE_STATS) -> Any:
     """The :data:`DEVICE_STATS` of every (gradient, weight) pair, shape ``(n_variables, 8)``.
 
     Computed on the device with ``keras.ops`` to match
     :func:`gradhealth.core.stats.tensor_stats`: non-finite entries are counted and left out of
-    every other statistic, and norms are scaled so float32 never underflows. Two passes over
-    each gradient (:func:`grad_scan`, :func:`scaled_sums`) and two over each weight; the final
-    arithmetic runs once on the small ``(n_variables, ...)`` matrices. (A single concatenated
-    vector with segment reductions was measured too: fewer operations, but 4x (TensorFlow) to
-    10x (torch) slower per step on CPU, where segment reductions are scatters.)
+    every other statistic, and norms are scaled so float32 never underflows. One pass over each
+    gradient and each weight when the values allow it (:func:`direct_stats`, nearly always),
+    else the two exact passes (:func:`grad_scan`, :func:`scaled_sums`), chosen on the device
+    (:func:`gradhealth.ops.control.cond`). (A single concatenated vector with segment reductions was measured too:
+    fewer operations, but 4x (TensorFlow) to 10x (torch) slower per step on CPU, where segment
+    reductions are scatters.)
 
     Args:
         grads: Dense gradient tensors (no ``None``; pass zeros for an unconnected variable).
         weights: The variables' values, same order.
-
-        kernels: Where ``grad_scan`` and ``scaled_sums`` come from: a backend's fused kernels
+        kernels: Where the passes come from: a backend's fused kernels
             (:func:`gradhealth.adapters.fused.stats_kernels`), or None for this module's.
+        stats: The statistics to compute (:func:`resolve_stats`); the other columns are NaN.
 
     Returns:
         A float32 tensor of shape ``(len(grads), len(DEVICE_STATS))``.
@@ -292,7 +454,28 @@ def device_stats(grads: list[Any], weights: list[Any], kernels: Any = None) -> A
     Example:
         >>> device_stats([ops.ones((2, 3))], [ops.ones((2, 3))])[0, 0]  # sqrt(6)
     """
-    scan_fn, sums_fn = (grad_scan, scaled_sums) if kernels is None else (
-        kernels.grad_scan, kernels.scaled_sums)
-    scan = scan_fn(grads)
-    return combine_stats(scan, sums_fn(grads, weights, scan), variable_sizes(weights))
+    k = kernels if kernels is not None else _GENERIC
+    if not grads:
+        return ops.zeros((0, len(DEVICE_STATS)), "float32")
+    table, ok = k.direct_stats(grads, weights, stats)
+
+    def exact() -> Any:
+        scan = k.grad_scan(grads)
+        return _mask(combine_stats(scan, k.scaled_sums(grads, weights, scan),
+                                   variable_sizes(weights)), stats)
+
+    return cond(ops.all(ok), lambda: table, exact)
+
+
+class _Generic:
+    """This module's passes, in the shape of :class:`gradhealth.adapters.fused.StatsKernels`."""
+
+    grad_scan = staticmethod(grad_scan)
+    scaled_sums = staticmethod(scaled_sums)
+    direct_stats = staticmethod(direct_stats)
+    finite_guard = staticmethod(finite_guard)
+    nonfinite_counts = staticmethod(nonfinite_counts)
+    grad_histograms = staticmethod(grad_histograms)
+
+
+_GENERIC = _Generic()

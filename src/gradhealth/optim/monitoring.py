@@ -4,17 +4,21 @@
 be used on its own. It receives exactly the gradients the optimizer is about to apply and, per
 step, on the device:
 
-* runs the non-finite guard (one fused pass; the wrapper then skips a NaN/inf step);
-* on logged steps (``every``), reduces every gradient to :data:`DEVICE_STATS` in two fused
-  passes (:mod:`gradhealth.ops.stats`, with the backend's fused kernels from
-  :mod:`gradhealth.adapters.fused`; the guard's pass doubles as the scale pass) and writes them
-  into a **ring buffer** of ``buffer_steps`` logged steps x variables, with the step number of
-  each slot, so the host pulls the whole block now and then instead of one array per step;
+* runs the non-finite guard (one sum per gradient on steps that log nothing; the wrapper then
+  skips a NaN/inf step);
+* on logged steps (``every``), reduces every gradient to the chosen :data:`DEVICE_STATS`
+  (:func:`gradhealth.ops.stats.device_stats` with the backend's fused kernels from
+  :mod:`gradhealth.adapters.fused`: one pass over each gradient and weight when the values
+  allow it, as they nearly always do; the non-finite flag comes from the same pass) and writes
+  them into a **ring buffer** of ``buffer_steps`` logged steps x variables, with the step
+  number of each slot, so the host pulls the whole block now and then instead of one array per
+  step;
 * counts steps and non-finite steps; optionally clips.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 import keras
@@ -25,7 +29,8 @@ from gradhealth._internal.validation import check_positive_float, check_positive
 from gradhealth.adapters.fused import stats_kernels
 from gradhealth.ops import stats as ops_stats
 from gradhealth.ops.clipping import ops_clip_by_global_norm
-from gradhealth.ops.stats import DEVICE_STATS, N_SCAN, combine_stats, variable_sizes
+from gradhealth.ops.control import cond
+from gradhealth.ops.stats import DEVICE_STATS, device_stats, resolve_stats
 from gradhealth.optim.wrapper import GradientWrapperOptimizer
 
 __all__ = ["C_LAST_NONFINITE", "C_NONFINITE", "C_STEPS", "DEFAULT_BUFFER_STEPS",
@@ -34,6 +39,12 @@ __all__ = ["C_LAST_NONFINITE", "C_NONFINITE", "C_STEPS", "DEFAULT_BUFFER_STEPS",
 # Layout of the counters variable (float32 holds integers exactly up to 2**24 steps).
 C_STEPS, C_NONFINITE, C_LAST_NONFINITE = 0, 1, 2
 N_COUNTERS = 3
+
+_NONFINITE = DEVICE_STATS.index("nonfinite_count")
+_MAX_ABS = DEVICE_STATS.index("grad_max_abs")
+_MAGNITUDES = np.array([c in ("grad_norm", "grad_mean_abs", "grad_max_abs", "grad_std")
+                        for c in DEVICE_STATS])
+"""The columns a loss scale multiplies (the gradient magnitudes)."""
 
 DEFAULT_BUFFER_STEPS = 32
 """Logged steps held on the device between two host pulls. 32 x (variables x 8) float32 is a
@@ -59,6 +70,10 @@ class MonitoringOptimizer(GradientWrapperOptimizer):
             (:data:`DEFAULT_BUFFER_STEPS`); the reader must pull before it wraps around.
         histogram_buckets: When positive, also keep per-variable gradient histograms with this
             many buckets in a second ring (for TensorBoard); 0 computes none.
+        stats: Which statistics to compute on logged steps: ``"core"`` (default,
+            :data:`gradhealth.ops.stats.CORE_STATS`: norm, largest magnitude, non-finite count,
+            weight norm -- one pass over each gradient and weight), ``"all"``
+            (:data:`DEVICE_STATS`) or a list of names; the ring holds NaN for the others.
         name: Optimizer name.
 
     Attributes:
@@ -76,8 +91,10 @@ class MonitoringOptimizer(GradientWrapperOptimizer):
 
     def __init__(self, optimizer: Any, every: int = 1, skip_nonfinite: bool = True,
                  clip_norm: float | None = None, buffer_steps: int = DEFAULT_BUFFER_STEPS,
-                 histogram_buckets: int = 0, name: str | None = None) -> None:
+                 histogram_buckets: int = 0, stats: str | Iterable[str] = "core",
+                 name: str | None = None) -> None:
         every = check_positive_int("every", every)
+        chosen = resolve_stats(stats)
         buffer_steps = check_positive_int("buffer_steps", buffer_steps)
         if not isinstance(histogram_buckets, int) or isinstance(histogram_buckets, bool) or (
                 histogram_buckets < 0):
@@ -90,11 +107,12 @@ class MonitoringOptimizer(GradientWrapperOptimizer):
         self.clip_norm = clip_norm
         self.buffer_steps = buffer_steps
         self.histogram_buckets = histogram_buckets
+        # The histogram buckets span [-max|g|, max|g|].
+        self.stats = resolve_stats([*chosen, "grad_max_abs"]) if histogram_buckets else chosen
         self.connected: list[bool] = []
         self.hist_ring: Any = None
         self._kernels = stats_kernels(ops_stats)
         self._host_step = 0  # torch runs eagerly: its log/no-log branch needs no device read
-        self._scan: Any = None
 
     @property
     def loss_scaled(self) -> bool:
@@ -146,97 +164,65 @@ class MonitoringOptimizer(GradientWrapperOptimizer):
         step = ops.convert_to_tensor(self.step_counter)
         return ops.equal(ops.mod(step, self.every), 0)
 
-    def _cond(self, pred: Any, true_fn: Any, false_fn: Any) -> Any:
-        if isinstance(pred, bool):
-            return true_fn() if pred else false_fn()
-        return ops.cond(pred, true_fn, false_fn)
+    def _rings(self) -> list[Any]:
+        rings = [self.ring, self.ring_steps]
+        return rings + [self.hist_ring] if self.hist_ring is not None else rings
 
-    def all_finite(self, grads: list[Any]) -> Any:  # type: ignore[override]
-        """The guard: every gradient entry finite. On logged steps its pass is the scale pass
-        of the statistics (kept for :meth:`transform`), on other steps a one-pass check."""
+    def finite_flag(self, grads: list[Any], weights: list[Any]) -> Any:
+        """The guard, and on logged steps the statistics.
+
+        On a logged step the gradients are reduced once (:func:`gradhealth.ops.stats.
+        device_stats`: one pass over each gradient and weight when their values allow it) and
+        the row is written into the ring; the non-finite flag comes from the same numbers. On
+        other steps the guard is one sum per gradient
+        (:func:`gradhealth.ops.stats.finite_guard`).
+        """
+        self.connected = [g is not None for g in grads]
         present = [g for g in grads if g is not None]
         if not present:
-            self._scan = None
             return ops.convert_to_tensor(True)
         k = self._kernels
-
-        def light() -> Any:
-            if keras.backend.backend() == "torch":  # one fused multi-tensor kernel
-                bad = ops.cast(k.nonfinite_counts(present), "float32")
-            else:
-                # Steps that log nothing need only "any non-finite entry" per variable: one
-                # reduce_all per gradient, with no stacked copy and no count.
-                bad = ops.stack([1.0 - ops.cast(ops.all(ops.isfinite(g)), "float32")
-                                 for g in present])
-            bad = ops.reshape(bad, (-1, 1))
-            z = ops.zeros_like(bad)
-            return ops.concatenate([z, bad, z, z], axis=1)
-
-        scan = self._cond(self._log_now(), lambda: ops.cast(k.grad_scan(present), "float32"),
-                          light)
-        self._scan = scan
-        return ops.equal(ops.sum(scan[:, 1]), 0.0)
-
-    def _full_scan(self, grads: list[Any], weights: list[Any], scan: Any) -> Any:
-        """The scan rows of every variable: an unconnected one has an all-zero gradient."""
-        rows, j = [], 0
-        for g, w in zip(grads, weights, strict=True):
-            if g is None:
-                size = float(max(int(np.prod(w.shape)), 1))
-                dead = 1.0 if len(w.shape) else 0.0
-                rows.append(ops.convert_to_tensor(np.array([0.0, 0.0, size, dead], "float32")))
-            else:
-                rows.append(scan[j])
-                j += 1
-        return ops.stack(rows)
-
-    def transform(self, grads: list[Any], weights: list[Any], finite: Any = None) -> list[Any]:
-        self.connected = [g is not None for g in grads]
-        scan, self._scan = self._scan, None
-        if scan is None and any(g is not None for g in grads):
-            present = [g for g in grads if g is not None]
-            scan = self._cond(self._log_now(), lambda: self._kernels.grad_scan(present),
-                              lambda: ops.zeros((len(present), N_SCAN)))
         step = ops.convert_to_tensor(self.step_counter)
-        log_now = self._log_now()
-        unscale = (1.0 / ops.convert_to_tensor(self.inner_optimizer.dynamic_scale)
-                   if self.loss_scaled else None)
-        sizes = variable_sizes(weights)
-        k = self._kernels
 
-        def compute() -> tuple[Any, ...]:
+        def logged() -> tuple[Any, ...]:
             filled = [ops.zeros_like(w) if g is None else g
                       for g, w in zip(grads, weights, strict=True)]
-            full = self._full_scan(grads, weights, scan) if scan is not None else (
-                ops.cast(k.grad_scan(filled), "float32"))
-            sums = ops.cast(k.scaled_sums(filled, weights, full), "float32")
-            stats = combine_stats(full, sums, sizes, unscale)
+            table = ops.cast(device_stats(filled, weights, kernels=k, stats=self.stats),
+                             "float32")
+            if self.loss_scaled:
+                # Report the unscaled gradients: the magnitudes times 1/scale (a power of two).
+                unscale = 1.0 / ops.cast(
+                    ops.convert_to_tensor(self.inner_optimizer.dynamic_scale), "float32")
+                table = table * ops.where(ops.convert_to_tensor(_MAGNITUDES), unscale, 1.0)
+            finite = ops.equal(ops.sum(table[:, _NONFINITE]), 0.0)
             slot = ops.mod(ops.floor_divide(step, self.every), self.buffer_steps)
-            out = [ops.slice_update(ops.convert_to_tensor(self.ring), (slot, 0, 0),
-                                    stats[None]),
+            out = [finite,
+                   ops.slice_update(ops.convert_to_tensor(self.ring), (slot, 0, 0),
+                                    table[None]),
                    ops.slice_update(ops.convert_to_tensor(self.ring_steps), (slot,),
                                     ops.reshape(ops.cast(step, "int32"), (1,)))]
             if self.hist_ring is not None:
-                hist = ops.cast(k.grad_histograms(filled, full, self.histogram_buckets),
+                m = table[:, _MAX_ABS]
+                scan = ops.expand_dims(ops.where(ops.isfinite(m), m, 0.0), 1)
+                hist = ops.cast(k.grad_histograms(filled, scan, self.histogram_buckets),
                                 "float32")
                 out.append(ops.slice_update(ops.convert_to_tensor(self.hist_ring), (slot, 0, 0),
                                             hist[None]))
             return tuple(out)
 
-        def keep() -> tuple[Any, ...]:
-            out = [ops.convert_to_tensor(self.ring), ops.convert_to_tensor(self.ring_steps)]
-            if self.hist_ring is not None:
-                out.append(ops.convert_to_tensor(self.hist_ring))
-            return tuple(out)
+        def light() -> tuple[Any, ...]:
+            return (k.finite_guard(present),
+                    *(ops.convert_to_tensor(r) for r in self._rings()))
 
-        new = self._cond(log_now, compute, keep)
-        self.ring.assign(new[0])
-        self.ring_steps.assign(new[1])
-        if self.hist_ring is not None:
-            self.hist_ring.assign(new[2])
+        out = cond(self._log_now(), logged, light)
+        for variable, value in zip(self._rings(), out[1:], strict=True):
+            variable.assign(value)
+        return out[0]
+
+    def transform(self, grads: list[Any], weights: list[Any], finite: Any = None) -> list[Any]:
         if finite is None:
-            finite = self.all_finite(grads)
-            self._scan = None
+            finite = self.finite_flag(grads, weights)
+        step = ops.convert_to_tensor(self.step_counter)
         finite = ops.cast(finite, "float32")
         counters = ops.convert_to_tensor(self.counters)
         self.counters.assign(ops.stack([
@@ -254,5 +240,5 @@ class MonitoringOptimizer(GradientWrapperOptimizer):
         config = super().get_config()
         config.update(every=self.every, clip_norm=self.clip_norm,
                       buffer_steps=self.buffer_steps,
-                      histogram_buckets=self.histogram_buckets)
+                      histogram_buckets=self.histogram_buckets, stats=list(self.stats))
         return config

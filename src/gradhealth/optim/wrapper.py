@@ -101,6 +101,12 @@ class GradientWrapperOptimizer(keras.optimizers.Optimizer):
         flags = [ops.all(ops.isfinite(g)) for g in grads if g is not None]
         return ops.all(ops.stack(flags)) if flags else ops.convert_to_tensor(True)
 
+    def finite_flag(self, grads: list[Any], weights: list[Any]) -> Any:
+        """The "every gradient entry finite" flag of this step (:meth:`all_finite` by default;
+        a subclass may compute it together with its own statistics of ``grads`` and
+        ``weights``)."""
+        return self.all_finite(grads)
+
     def _skips(self) -> bool:
         # A LossScaleOptimizer must see non-finite steps itself (it lowers its scale then).
         return self.skip_nonfinite and not isinstance(
@@ -114,10 +120,11 @@ class GradientWrapperOptimizer(keras.optimizers.Optimizer):
             self._trainable_variables)
         # Under tf.distribute each replica holds its share: transform the summed gradient.
         grads = distribute.all_reduce_sum(list(grads))
-        any_finite = self.all_finite(grads) if (self._skips() or self.needs_finite) else None
+        values = [v.value for v in tvs]
+        any_finite = (self.finite_flag(grads, values) if (self._skips() or self.needs_finite)
+                      else None)
         finite = any_finite if self._skips() else None
-        new_grads = distribute.hand_over(
-            self.transform(grads, [v.value for v in tvs], any_finite))
+        new_grads = distribute.hand_over(self.transform(grads, values, any_finite))
 
         def update(new_grads: list[Any]) -> None:
             self.inner_optimizer.apply(new_grads, tvs)
@@ -146,8 +153,8 @@ class GradientWrapperOptimizer(keras.optimizers.Optimizer):
         trainable_variables = list(trainable_variables)
         mapping = list(zip(self.variables, optimizer_variables, strict=True))
         with keras.StatelessScope(state_mapping=mapping) as scope:
-            any_finite = (self.all_finite(grads) if (self._skips() or self.needs_finite)
-                          else None)
+            any_finite = (self.finite_flag(grads, trainable_variables)
+                          if (self._skips() or self.needs_finite) else None)
             finite = any_finite if self._skips() else None
             new_grads = self.transform(grads, trainable_variables, any_finite)
         own_values = [scope.get_current_value(v) for v in optimizer_own_variables(self)]

@@ -8,7 +8,9 @@ fast differs per backend:
 * **TensorFlow** runs the ``keras.ops`` functions in its graph (on a GPU Keras compiles the
   step with XLA, which fuses them); sums of squares are ``tf.nn.l2_loss``, one kernel that
   reads the tensor once (``reduce_sum(x * x)`` writes ``x * x`` first: 0.95 against 1.45 ms for
-  the core statistics of a 20x256 MLP on a 2-core CPU). On a CPU an XLA-compiled stats function
+  the core statistics of a 20x256 MLP on a 2-core CPU), and small variables of one shape are
+  reduced together (:func:`gradhealth.ops.stats.direct_stats_grouped`): TensorFlow's CPU graph
+  executor pays per operation. On a CPU an XLA-compiled stats function
   (``tf.function(jit_compile=True)``) was measured slower than the plain graph and took 5-10 s
   to compile per ``fit``, so it is not used. ``tf.IndexedSlices`` gradients (Embedding layers)
   are made dense first, so the statistics are those of the dense gradient.
@@ -21,6 +23,7 @@ fast differs per backend:
 
 from __future__ import annotations
 
+import functools
 import importlib
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -41,6 +44,43 @@ class StatsKernels:
     grad_histograms: Callable[[list[Any], Any, int], Any]
     direct_stats: Callable[[list[Any], list[Any], tuple[str, ...]], Any]
     finite_guard: Callable[[list[Any]], Any]
+    cond: Callable[[Any, Callable[[], Any], Callable[[], Any]], Any]
+
+
+def _eager_cond(pred: Any, true_fn: Callable[[], Any], false_fn: Callable[[], Any]) -> Any:
+    """A Python branch: torch runs the train step eagerly, so ``pred`` has a value."""
+    return true_fn() if bool(pred) else false_fn()
+
+
+def _tf_cond(tf: Any, pred: Any, true_fn: Callable[[], Any], false_fn: Callable[[], Any]
+             ) -> Any:
+    """``ops.control.cond`` whose graph branch runs as a function call.
+
+    Inside a ``tf.function`` TensorFlow lowers ``tf.cond`` to Switch/Merge operations, and the
+    executor then visits every operation of the branch not taken too (marking it dead): the
+    exact-statistics fallback has about a thousand operations, which cost as much as the
+    statistics themselves on every step. Unlowered, the ``If`` operation runs only the branch
+    taken.
+    """
+    from tensorflow.core.framework import attr_value_pb2  # lazy: TensorFlow backend only
+
+    try:
+        concrete = bool(pred)
+    except TypeError:  # a symbolic tensor: branch in the graph
+        out = tf.cond(pred, true_fn, false_fn)
+        seen, todo = set(), [t.op for t in tf.nest.flatten(out) if hasattr(t, "op")]
+        while todo:
+            op = todo.pop()
+            if op.name in seen:
+                continue
+            seen.add(op.name)
+            if op.type in ("If", "StatelessIf"):
+                op._set_attr("_lower_using_switch_merge",  # noqa: SLF001 - no public switch
+                             attr_value_pb2.AttrValue(b=False))
+            elif op.type == "Identity":
+                todo.extend(t.op for t in op.inputs)
+        return out
+    return true_fn() if concrete else false_fn()
 
 
 def _tf_dense(kernels: Any) -> StatsKernels:
@@ -60,6 +100,7 @@ def _tf_dense(kernels: Any) -> StatsKernels:
     # Inside Keras' train function AutoGraph would convert these Python functions again on
     # every trace (seconds for a deep model); they hold no tensor-dependent control flow.
     plain = tf.autograph.experimental.do_not_convert
+    cond = functools.partial(_tf_cond, tf)
     return StatsKernels(
         grad_scan=plain(lambda grads: kernels.grad_scan(dense(grads))),
         nonfinite_counts=plain(lambda grads: kernels.nonfinite_counts(dense(grads))),
@@ -67,9 +108,10 @@ def _tf_dense(kernels: Any) -> StatsKernels:
                                                                         s)),
         grad_histograms=plain(lambda grads, s, buckets: kernels.grad_histograms(dense(grads), s,
                                                                                 buckets)),
-        direct_stats=plain(lambda grads, weights, stats: kernels.direct_stats(
+        direct_stats=plain(lambda grads, weights, stats: kernels.direct_stats_grouped(
             dense(grads), weights, stats, sum_squares=lambda x: 2.0 * tf.nn.l2_loss(x))),
-        finite_guard=plain(lambda grads: kernels.finite_guard(dense(grads))),
+        finite_guard=plain(lambda grads: kernels.finite_guard(dense(grads), cond=cond)),
+        cond=cond,
     )
 
 
@@ -97,5 +139,6 @@ def stats_kernels(generic: Any, backend: str | None = None) -> Any:
                             scaled_sums=torch_kernels.scaled_sums,
                             grad_histograms=torch_kernels.grad_histograms,
                             direct_stats=torch_kernels.direct_stats,
-                            finite_guard=torch_kernels.finite_guard)
+                            finite_guard=torch_kernels.finite_guard,
+                            cond=_eager_cond)
     return generic

@@ -33,7 +33,7 @@ from keras import ops
 from gradhealth.ops.control import cond
 
 __all__ = ["CORE_STATS", "DEVICE_STATS", "N_SCAN", "N_SUMS", "combine_stats", "device_stats",
-           "direct_stats", "finite_guard", "grad_histograms", "grad_scan", "nonfinite_counts",
+           "direct_stats", "direct_stats_grouped", "finite_guard", "grad_histograms", "grad_scan", "nonfinite_counts",
            "resolve_stats", "scaled_sums", "variable_sizes"]
 
 DEVICE_STATS: tuple[str, ...] = ("grad_norm", "grad_mean_abs", "grad_max_abs", "grad_std",
@@ -406,12 +406,88 @@ def direct_stats(grads: list[Any], weights: list[Any],
     return ops.stack(rows), ops.stack(oks)
 
 
-def finite_guard(grads: list[Any]) -> Any:
+def _direct_group(g: Any, w: Any, shape: tuple[int, ...], want: set[str],
+                  sumsq: Any) -> tuple[Any, Any]:
+    """:func:`direct_stats` of ``k`` stacked variables of one shape (``g``, ``w``: ``(k, n)``)."""
+    k, size = int(g.shape[0]), max(int(np.prod(shape)) if shape else 1, 1)
+    nan = ops.full((k,), float("nan"), "float32")
+
+    def rows_sumsq(t: Any) -> Any:
+        return ops.reshape(sumsq(ops.reshape(t, (-1,))), (1,)) if k == 1 else ops.sum(
+            t * t, axis=1)
+
+    q = rows_sumsq(g)
+    a = ops.abs(g)
+    if "dead_unit_fraction" in want and len(shape) >= 1:
+        unit_max = ops.max(ops.reshape(a, (k, -1, shape[-1])), axis=1)
+        m = ops.max(unit_max, axis=1)
+        dead = ops.mean(ops.cast(ops.equal(unit_max, 0.0), "float32"), axis=1)
+    else:
+        m = ops.max(a, axis=1)
+        dead = ops.zeros((k,), "float32")
+    ok = ops.logical_and(ops.isfinite(q), m <= _DIRECT_MAX)
+    ok = ops.logical_and(ok, ops.logical_or(ops.equal(m, 0.0), m >= _direct_floor(size)))
+    qw = ops.zeros((k,), "float32")
+    if "weight_norm" in want:
+        qw = rows_sumsq(w)
+        ok = ops.logical_and(ok, ops.logical_and(ops.isfinite(qw),
+                                                 qw >= _direct_floor(size) ** 2))
+    std = nan
+    if "grad_std" in want:
+        if size > 1:
+            d = g - g[:, :1]
+            d1, d2 = ops.sum(d, axis=1) / size, ops.sum(d * d, axis=1) / size
+            std = ops.sqrt(ops.maximum(d2 - d1 * d1, 0.0))
+            ok = ops.logical_and(ok, ops.logical_or(ops.equal(m, 0.0), d2 >= 2.0 ** -106))
+        else:
+            std = ops.zeros((k,), "float32")
+    col = {"grad_norm": ops.sqrt(q), "grad_max_abs": m, "grad_std": std,
+           "grad_mean_abs": ops.sum(a, axis=1) / size if "grad_mean_abs" in want else nan,
+           "zero_fraction": (ops.sum(ops.cast(ops.equal(g, 0.0), "float32"), axis=1) / size
+                             if "zero_fraction" in want else nan),
+           "nonfinite_count": ops.zeros((k,), "float32"), "weight_norm": ops.sqrt(qw),
+           "dead_unit_fraction": dead if "dead_unit_fraction" in want else nan}
+    return ops.stack([col[c] if c in want else nan for c in DEVICE_STATS], axis=1), ok
+
+
+GROUP_BELOW = 16384
+"""Variables with fewer entries than this are stacked with the others of their shape by
+:func:`direct_stats_grouped`; larger ones are reduced one by one (their copy would cost more
+than the operations it saves: on a 2-core CPU, TensorFlow, 62 variables of 64x64 took 1.5 ms
+stacked against 3.3 ms one by one, 42 of 256x256 4.2 ms stacked against 2.1 ms)."""
+
+
+def direct_stats_grouped(grads: list[Any], weights: list[Any],
+                         stats: tuple[str, ...] = DEVICE_STATS,
+                         sum_squares: Any = None) -> tuple[Any, Any]:
+    """:func:`direct_stats` with the small variables of one shape reduced together.
+
+    Fewer, larger operations: what a graph executor that pays per operation wants (TensorFlow
+    on a CPU, where each of the ~25 operations per variable costs microseconds), at the price
+    of one copy of those gradients into a stacked tensor (:data:`GROUP_BELOW`).
+    """
+    want = set(stats)
+    sumsq = sum_squares or _sum_squares
+    groups = []
+    for idx in _groups(grads):
+        small = max(int(np.prod(grads[idx[0]].shape)), 1) < GROUP_BELOW
+        groups.extend([idx] if small else [[i] for i in idx])
+    tables, oks = [], []
+    for idx in groups:
+        table, ok = _direct_group(_stack(grads, idx), _stack(weights, idx),
+                                  tuple(int(d) for d in grads[idx[0]].shape), want, sumsq)
+        tables.append(table)
+        oks.append(ok)
+    return _in_order(tables, groups), _in_order(oks, groups)
+
+
+def finite_guard(grads: list[Any], cond: Any = cond) -> Any:
     """A boolean scalar: every entry of every gradient is finite.
 
     One sum per gradient: a NaN/inf entry makes its sum non-finite. A finite sum can still
     overflow (entries near 1e38), so a non-finite total is confirmed entry by entry before the
-    step is called non-finite; the check costs one reduction on every other step.
+    step is called non-finite; the check costs one reduction on every other step. ``cond`` is
+    the backend's conditional (:func:`gradhealth.ops.control.cond` by default).
     """
     if not grads:
         return ops.convert_to_tensor(True)
@@ -464,7 +540,7 @@ def device_stats(grads: list[Any], weights: list[Any], kernels: Any = None,
         return _mask(combine_stats(scan, k.scaled_sums(grads, weights, scan),
                                    variable_sizes(weights)), stats)
 
-    return cond(ops.all(ok), lambda: table, exact)
+    return k.cond(ops.all(ok), lambda: table, exact)
 
 
 class _Generic:
@@ -474,6 +550,7 @@ class _Generic:
     scaled_sums = staticmethod(scaled_sums)
     direct_stats = staticmethod(direct_stats)
     finite_guard = staticmethod(finite_guard)
+    cond = staticmethod(cond)
     nonfinite_counts = staticmethod(nonfinite_counts)
     grad_histograms = staticmethod(grad_histograms)
 

@@ -29,7 +29,6 @@ from gradhealth._internal.validation import check_positive_float, check_positive
 from gradhealth.adapters.fused import stats_kernels
 from gradhealth.ops import stats as ops_stats
 from gradhealth.ops.clipping import ops_clip_by_global_norm
-from gradhealth.ops.control import cond
 from gradhealth.ops.stats import DEVICE_STATS, device_stats, resolve_stats
 from gradhealth.optim.wrapper import GradientWrapperOptimizer
 
@@ -214,7 +213,7 @@ class MonitoringOptimizer(GradientWrapperOptimizer):
             return (k.finite_guard(present),
                     *(ops.convert_to_tensor(r) for r in self._rings()))
 
-        out = cond(self._log_now(), logged, light)
+        out = k.cond(self._log_now(), logged, light)
         for variable, value in zip(self._rings(), out[1:], strict=True):
             variable.assign(value)
         return out[0]

@@ -1,0 +1,46 @@
+"""The backend kernels' conditional: one branch runs, and TensorFlow keeps it a function call."""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+import pytest
+
+from gradhealth.adapters.fused import stats_kernels
+from gradhealth.ops import stats as ops_stats
+
+
+def test_eager_cond_runs_only_the_branch_taken():
+    kernels = stats_kernels(ops_stats)
+    calls = []
+
+    def branch(name, value):
+        def run():
+            calls.append(name)
+            return keras.ops.convert_to_tensor(value)
+        return run
+
+    assert float(kernels.cond(keras.ops.convert_to_tensor(True), branch("t", 1.0),
+                              branch("f", 2.0))) == 1.0
+    assert float(kernels.cond(False, branch("t", 1.0), branch("f", 2.0))) == 2.0
+    assert calls == ["t", "f"]
+
+
+@pytest.mark.skipif(keras.backend.backend() != "tensorflow", reason="a TensorFlow graph detail")
+def test_tensorflow_graph_conditionals_are_not_lowered_to_switch_merge():
+    """Lowered, the executor walks every op of the untaken exact-statistics branch each step."""
+    import tensorflow as tf
+
+    kernels = stats_kernels(ops_stats)
+    grads = [tf.constant(np.ones((4, 3), "float32")), tf.constant(np.ones(3, "float32"))]
+
+    @tf.function(autograph=False)
+    def step(gs):
+        return ops_stats.device_stats(gs, gs, kernels=kernels), kernels.finite_guard(gs)
+
+    graph = step.get_concrete_function(grads).graph
+    ifs = [op for op in graph.get_operations() if op.type in ("If", "StatelessIf")]
+    assert len(ifs) == 2
+    assert all(op.get_attr("_lower_using_switch_merge") is False for op in ifs)
+    table, finite = step(grads)
+    assert bool(finite) and np.allclose(table.numpy()[:, 0], [np.sqrt(12.0), np.sqrt(3.0)])

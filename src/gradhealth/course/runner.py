@@ -98,10 +98,13 @@ def execute(nb: Any, cwd: str | Path, timeout: int = 300, kernel_name: str = "py
     from nbclient import NotebookClient  # lazy: the notebook extra is needed only to run notebooks
 
     # The kernel logs a warning that its local loopback TCP channel is unencrypted on every
-    # start; only its errors are worth showing in a batch run.
+    # start; only its errors are worth showing in a batch run. Once the last cell has replied
+    # there is nothing left to save, so the kernel is stopped at once: a graceful shutdown
+    # waited for the interpreter to tear TensorFlow down, 3.3-3.5 s per notebook (measured).
     client = NotebookClient(nb, timeout=timeout, kernel_name=kernel_name,
                             extra_arguments=["--IPKernelApp.log_level=ERROR"],
-                            resources={"metadata": {"path": str(cwd)}})
+                            resources={"metadata": {"path": str(cwd)}},
+                            shutdown_kernel="immediate")
     start = time.perf_counter()
     client.execute(env=kernel_env())
     return time.perf_counter() - start

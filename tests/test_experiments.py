@@ -1,4 +1,4 @@
-"""Tests for gradhealth.course.experiments.grid and summarize."""
+"""Tests for gradhealth.course.experiments.grid and summarize, and course.clipping."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from gradhealth.callbacks import GradientHealthMonitor
 from gradhealth.course import experiments as E
 from gradhealth.course.clipping import compare_clipping
 from gradhealth.course.plots import init_plots
@@ -131,6 +132,41 @@ def test_compare_clipping_loss_after_is_the_trained_weights_loss():
     expected = float(np.mean((pred - y.astype(np.float64)) ** 2))
     assert table["loss_after"].to_numpy() == pytest.approx([expected, expected], rel=1e-5)
     assert table["steps_to_nan"].isna().all() and list(norms.columns) == ["none", "global_norm"]
+
+
+def test_compare_clipping_reproduces_a_monitored_fit():
+    """compare_clipping trains with its own loop (one compiled gradient function for all runs);
+    the run without clipping must be the run ``model.fit`` makes under a watching monitor: the
+    same pre-clip global norm at every step, the same running-mean loss and the same weights,
+    and a clipped run must clip (its later norms differ, its first equals the unclipped one)."""
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(96, 8)).astype("float32")
+    y = rng.normal(size=(96, 1)).astype("float32")
+
+    def build():
+        return deep_mlp(3, width=8, input_dim=8, num_classes=1, activation="tanh", seed=0)
+
+    def sgd():
+        return keras.optimizers.SGD(0.05, momentum=0.9)
+
+    table, norms = compare_clipping(build, x, y, sgd, "mse",
+                                    {"none": None, "global_norm": {"method": "global_norm",
+                                                                   "max_norm": 0.5}},
+                                    epochs=2, batch_size=32)
+    model = build()
+    model.compile(optimizer=sgd(), loss="mse")
+    monitor = GradientHealthMonitor(every=1, on_nonfinite="warn")
+    model.fit(x, y, epochs=2, batch_size=32, shuffle=False, verbose=0, callbacks=[monitor])
+    per_step = monitor.history.groupby("step").agg(loss=("loss", "first"),
+                                                   global_norm=("global_norm", "first"))
+    assert len(norms) == len(per_step) == 6
+    assert norms["none"].to_numpy() == pytest.approx(per_step["global_norm"].to_numpy(), rel=1e-4)
+    assert table.loc[0, "final_loss"] == pytest.approx(float(per_step["loss"].iloc[-1]), rel=1e-4)
+    pred = keras.ops.convert_to_numpy(model(x)).astype(np.float64)
+    fitted = float(np.mean((pred - y.astype(np.float64)) ** 2))
+    assert table.loc[0, "loss_after"] == pytest.approx(fitted, rel=1e-4)
+    assert norms["global_norm"].iloc[0] == pytest.approx(norms["none"].iloc[0], rel=1e-6)
+    assert not np.allclose(norms["global_norm"].iloc[1:], norms["none"].iloc[1:], rtol=1e-3)
 
 
 def test_layer_activations_follow_the_variance_rule():

@@ -437,11 +437,12 @@ def compare_optimizers(
     for name in names:
         model.set_weights(initial)
         optimizer = make_optimizer(name, rates.get(name))
-        model.compile(optimizer=optimizer, loss=loss_fn, jit_compile=jit_compile)
+        model.compile(optimizer=optimizer, loss=loss_fn, jit_compile=jit_compile,
+                      steps_per_execution=_steps_per_execution(log_every))
         build_optimizer(model)
         probe = _Probe(loss_fn, xtr, ytr, probe_x, probe_y, log_every, first, last)
-        model.fit(x_seq, y_seq, batch_size=batch_size, epochs=steps // log_every,
-                  steps_per_epoch=log_every, shuffle=False, verbose=0, callbacks=[probe])
+        model.fit(x_seq, y_seq, batch_size=batch_size, epochs=1, steps_per_epoch=steps,
+                  shuffle=False, verbose=0, callbacks=[probe])
         curve = pd.DataFrame(probe.rows, columns=CURVE_COLUMNS)
         diverged = probe.diverged
         runs.append(OptimizerRun(
@@ -460,12 +461,24 @@ def compare_optimizers(
                                layers=(first, last))
 
 
+def _steps_per_execution(log_every: int) -> int:
+    """Steps per call of the compiled train function: a whole block between two records.
+
+    One call runs ``log_every`` steps on the device, so ``fit`` returns to Python (and to the
+    probe) once per block instead of once per step. Measured on the 2-core CI machine for
+    notebook 6's comparison (TensorFlow, five optimizers, 100 steps): together with one ``fit``
+    per run instead of one per block, 8.3 s instead of 9.7 s, with the same numbers. Keras'
+    torch trainer runs one step per call only.
+    """
+    return 1 if keras.backend.backend() == "torch" else log_every
+
+
 class _Probe(keras.callbacks.Callback):
     """Record the training-set loss and the probe batch's gradient norms between blocks.
 
-    ``fit`` runs one "epoch" per block of ``log_every`` steps, so ``on_epoch_begin`` of epoch
-    ``e`` sees the weights after ``e * log_every`` updates (JAX syncs its train state to the
-    variables before each epoch ends), and ``on_train_end`` the final weights.
+    ``fit`` runs all steps in one epoch; the probe records before the first step and at the end
+    of every block of ``log_every`` steps (``on_train_batch_end`` sees the weights after the
+    block's last step; on JAX the running train state is written back to the variables first).
     """
 
     def __init__(self, loss_fn: Callable, x: np.ndarray, y: np.ndarray, probe_x: np.ndarray,
@@ -476,9 +489,6 @@ class _Probe(keras.callbacks.Callback):
         self.log_every, self.first, self.last = log_every, first, last
         self.rows: list[dict[str, float]] = []
         self.diverged = False
-
-    def on_train_begin(self, logs: dict | None = None) -> None:
-        self.rows, self.diverged = [], False
 
     def _record(self, step: int) -> None:
 
@@ -501,10 +511,15 @@ class _Probe(keras.callbacks.Callback):
             self.model.stop_training = True
         self.rows.append(row)
 
-    def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
-        if not self.diverged:
-            self._record(epoch * self.log_every)
+    def on_train_begin(self, logs: dict | None = None) -> None:
+        self.rows, self.diverged = [], False
+        self._record(0)
 
-    def on_train_end(self, logs: dict | None = None) -> None:
-        if not self.diverged:
-            self._record(len(self.rows) * self.log_every)
+    def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
+        step = batch + 1
+        if self.diverged or step % self.log_every:
+            return
+        sync = getattr(self.model, "jax_state_sync", None)   # JAX: variables <- train state
+        if sync is not None:
+            sync()
+        self._record(step)

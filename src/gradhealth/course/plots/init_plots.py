@@ -56,7 +56,7 @@ def plot_weight_distributions(initializers: Sequence[str], shape: Sequence[int] 
     for ax, name in zip(axes.ravel(), initializers, strict=False):
         w = sample_weights(name, shape, seed).ravel()
         std = np.sqrt(expected_weight_variance(name, shape))
-        ax.hist(w, bins=bins, density=True, color="#5c6bc0", alpha=0.8)
+        ax.hist(w, bins=bins, density=True, color="#5c6bc0", alpha=0.8, histtype="stepfilled")
         for s in (-std, std):
             ax.axvline(s, color="#c62828", ls="--", lw=1)
         ax.set(title=f"{name}\nexpected std {std:.4f}, measured {w.std():.4f}",
@@ -204,7 +204,7 @@ def plot_layer_histograms(acts: Sequence[np.ndarray], layers: Sequence[int] | No
     high = max(float(np.abs(acts[k - 1]).max()) for k in layers) or 1.0
     for ax, k in zip(axes, layers, strict=False):
         a = acts[k - 1].ravel()
-        ax.hist(a, bins=60, range=(-high, high), color="#1565c0")
+        ax.hist(a, bins=60, range=(-high, high), color="#1565c0", histtype="stepfilled")
         ax.set_title(f"layer {k}: std {a.std():.2g}", fontsize=9)
         ax.set_yticks([])
     if title:

@@ -39,7 +39,6 @@ class StatsKernels:
     """The monitor's device passes (see :mod:`gradhealth.ops.stats` for their contracts)."""
 
     grad_scan: Callable[[list[Any]], Any]
-    nonfinite_counts: Callable[[list[Any]], Any]
     scaled_sums: Callable[[list[Any], list[Any], Any], Any]
     grad_histograms: Callable[[list[Any], Any, int], Any]
     direct_stats: Callable[[list[Any], list[Any], tuple[str, ...]], Any]
@@ -103,7 +102,6 @@ def _tf_dense(kernels: Any) -> StatsKernels:
     cond = functools.partial(_tf_cond, tf)
     return StatsKernels(
         grad_scan=plain(lambda grads: kernels.grad_scan(dense(grads))),
-        nonfinite_counts=plain(lambda grads: kernels.nonfinite_counts(dense(grads))),
         scaled_sums=plain(lambda grads, weights, s: kernels.scaled_sums(dense(grads), weights,
                                                                         s)),
         grad_histograms=plain(lambda grads, s, buckets: kernels.grad_histograms(dense(grads), s,
@@ -135,7 +133,6 @@ def stats_kernels(generic: Any, backend: str | None = None) -> Any:
     if name == "torch":
         torch_kernels = importlib.import_module("gradhealth.adapters.torch_kernels")
         return StatsKernels(grad_scan=torch_kernels.grad_scan,
-                            nonfinite_counts=torch_kernels.nonfinite_counts,
                             scaled_sums=torch_kernels.scaled_sums,
                             grad_histograms=torch_kernels.grad_histograms,
                             direct_stats=torch_kernels.direct_stats,

@@ -18,7 +18,31 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["STAT_COLUMNS", "combine_norms", "dead_unit_fraction", "robust_norm", "tensor_stats"]
+__all__ = ["CORE_STATS", "DEVICE_STATS", "DIRECT_MAX", "STAT_COLUMNS", "combine_norms",
+           "dead_unit_fraction", "direct_floor", "robust_norm", "tensor_stats"]
+
+DEVICE_STATS: tuple[str, ...] = ("grad_norm", "grad_mean_abs", "grad_max_abs", "grad_std",
+                                 "zero_fraction", "nonfinite_count", "weight_norm",
+                                 "dead_unit_fraction")
+"""The statistics reduced on the device per variable (``grad_to_weight`` is their ratio)."""
+
+CORE_STATS: tuple[str, ...] = ("grad_norm", "grad_max_abs", "nonfinite_count", "weight_norm")
+"""The statistics the monitor logs by default: what its explosion detectors, its ``status``
+column, ``grad_to_weight`` and the TensorBoard histograms need. One pass over each gradient
+(sum of squares and largest magnitude together) and one over each weight."""
+
+DIRECT_MAX: float = 2.0 ** 40
+"""Largest ``max |g|`` whose float32 sums of squares need no scaling: ``n * m^2`` stays below
+float32's 3.4e38 for any ``n < 2^47``."""
+
+
+def direct_floor(size: int) -> float:
+    """Smallest ``max |g|`` of ``size`` entries whose unscaled float32 sum of squares loses
+    < 1e-6 of its value to underflow: each square below float32's smallest normal (2^-126) is
+    at most 2^-126, so ``n`` of them weigh ``n 2^-126 <= 2^-20 m^2`` when
+    ``m >= sqrt(n) 2^-53``. (Squared, it bounds a weight's sum of squares the same way.)"""
+    return math.sqrt(max(size, 1)) * 2.0 ** -53
+
 
 STAT_COLUMNS: tuple[str, ...] = (
     "grad_norm",

@@ -1,55 +1,46 @@
-"""Per-variable gradient statistics reduced on the device with ``keras.ops``, in two passes.
+"""Per-variable gradient statistics reduced on the device with ``keras.ops``.
 
 The device counterpart of :func:`gradhealth.core.stats.tensor_stats`, used inside the compiled
-train step by :class:`gradhealth.optim.MonitoringOptimizer` and by the checkup.
+train step by :class:`gradhealth.optim.MonitoringOptimizer` and by the checkup
+(:func:`device_stats`).
 
-The maths needs two passes over each gradient and no more:
+**One pass when the values allow it** (:func:`direct_stats`, nearly every step): with every
+entry finite and the largest magnitude ``m`` in ``[sqrt(n) 2^-53, 2^40]``, float32 sums of
+squares neither overflow nor lose more than 1e-6 to underflow, so every statistic comes from
+one pass over the raw gradient (and one over the weight). Only the statistics asked for are
+computed (:data:`CORE_STATS` by default in the monitor).
+
+**Two passes otherwise** (NaN/inf entries, gradients of 1e-20 or 1e20), chosen on the device:
 
 1. :func:`grad_scan` -- the **scale pass**: per variable the largest finite magnitude ``m``,
-   the non-finite count, the zero count and the dead-unit fraction (all of them reductions of
-   the same elementwise values, so XLA fuses them into one loop). ``m`` must be known before
+   the non-finite count, the zero count and the dead-unit fraction. ``m`` must be known before
    squaring: a 1e-20 gradient squares to 1e-40, below float32's smallest normal.
 2. :func:`scaled_sums` -- the **sums pass**: with ``s = g / m`` (every ``|s| <= 1``, so nothing
    overflows and nothing that matters underflows) the sums of ``s^2``, ``|s|`` and of the
-   shifted deviations for the variance, again one fused loop; the weights get their own
-   scale-then-sum pair.
+   shifted deviations for the variance; the weights get their own scale-then-sum pair.
 
-:func:`combine_stats` turns the ``(n_variables, ...)`` results into :data:`DEVICE_STATS`;
-:func:`nonfinite_counts` is the one-pass check the non-finite guard runs on steps that log
-nothing. On JAX the functions run inside ``jit`` (XLA fuses each pass); TensorFlow and torch get
-fused kernels from :mod:`gradhealth.adapters.fused` (an XLA-compiled function; ``torch._foreach``
-kernels).
+:func:`combine_stats` turns the two passes' ``(n_variables, ...)`` results into
+:data:`DEVICE_STATS`; :func:`finite_guard` is the check the non-finite guard runs on steps that
+log nothing. On JAX the functions run inside ``jit`` (XLA fuses each pass); TensorFlow and
+torch get their own kernels from :mod:`gradhealth.adapters.fused`.
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterable
 from typing import Any
 
 import numpy as np
 from keras import ops
 
+from gradhealth.core.stats import CORE_STATS, DEVICE_STATS, DIRECT_MAX, direct_floor
 from gradhealth.ops.control import cond
 
 __all__ = ["CORE_STATS", "DEVICE_STATS", "N_SCAN", "N_SUMS", "combine_stats", "device_stats",
-           "direct_stats", "direct_stats_grouped", "finite_guard", "grad_histograms", "grad_scan", "nonfinite_counts",
+           "direct_stats", "direct_stats_grouped", "finite_guard", "grad_histograms", "grad_scan",
            "resolve_stats", "scaled_sums", "variable_sizes"]
 
-DEVICE_STATS: tuple[str, ...] = ("grad_norm", "grad_mean_abs", "grad_max_abs", "grad_std",
-                                 "zero_fraction", "nonfinite_count", "weight_norm",
-                                 "dead_unit_fraction")
-"""The statistics reduced on the device per variable (``grad_to_weight`` is their ratio)."""
-
-CORE_STATS: tuple[str, ...] = ("grad_norm", "grad_max_abs", "nonfinite_count", "weight_norm")
-"""The statistics the monitor logs by default: what its explosion detectors, its ``status``
-column, ``grad_to_weight`` and the TensorBoard histograms need. One pass over each gradient
-(sum of squares and largest magnitude together) and one over each weight."""
-
 _NONFINITE = DEVICE_STATS.index("nonfinite_count")
-_DIRECT_MAX = 2.0 ** 40
-"""Largest ``max |g|`` the direct (unscaled) sums accept: ``n * m^2`` stays below float32's
-3.4e38 for any ``n < 2^47``."""
 
 
 def resolve_stats(stats: str | Iterable[str], argument: str = "stats") -> tuple[str, ...]:
@@ -157,14 +148,6 @@ def grad_scan(grads: list[Any]) -> Any:
     groups = _groups(grads)
     blocks = [_scan_group(_stack(grads, idx), tuple(int(d) for d in grads[idx[0]].shape))
               for idx in groups]
-    return _in_order(blocks, groups)
-
-
-def nonfinite_counts(grads: list[Any]) -> Any:
-    """Per variable, the number of NaN/inf entries (the guard's one pass), shape ``(n,)``."""
-    groups = _groups(grads)
-    blocks = [ops.sum(ops.cast(ops.logical_not(ops.isfinite(_stack(grads, idx))), "float32"),
-                      axis=1) for idx in groups]
     return _in_order(blocks, groups)
 
 
@@ -316,14 +299,6 @@ def combine_stats(scan: Any, sums: Any, sizes: Any, grad_scale: Any = None) -> A
     ], axis=1)
 
 
-def _direct_floor(size: int) -> float:
-    """Smallest ``max |g|`` (or, squared, ``sum g^2 / n``) for which unscaled float32 sums of
-    squares lose < 1e-6 of their value to underflow: each square below float32's smallest
-    normal (2^-126) is at most 2^-126, so ``n`` of them weigh ``n 2^-126 <= 2^-20 m^2`` when
-    ``m >= sqrt(n) 2^-53``."""
-    return math.sqrt(max(size, 1)) * 2.0 ** -53
-
-
 def _sum_squares(x: Any) -> Any:
     """``sum(x * x)`` of a flat float32 tensor: a dot product (one fused loop under XLA)."""
     return ops.vdot(x, x)
@@ -375,13 +350,13 @@ def direct_stats(grads: list[Any], weights: list[Any],
             m = ops.max(a)
             dead = zero
         # NaN/inf entries make q non-finite (NaN^2 and inf^2 are; TF's max may drop a NaN).
-        ok = ops.logical_and(ops.isfinite(q), m <= _DIRECT_MAX)
-        ok = ops.logical_and(ok, ops.logical_or(ops.equal(m, 0.0), m >= _direct_floor(size)))
+        ok = ops.logical_and(ops.isfinite(q), m <= DIRECT_MAX)
+        ok = ops.logical_and(ok, ops.logical_or(ops.equal(m, 0.0), m >= direct_floor(size)))
         if "weight_norm" in want:
             # A weight below the range (all-zero included) takes the exact path: with no
             # max |w| here, a zero sum cannot tell zeros from underflow.
             ok = ops.logical_and(ok, ops.logical_and(
-                ops.isfinite(qw), qw >= _direct_floor(size) ** 2))
+                ops.isfinite(qw), qw >= direct_floor(size) ** 2))
         std = nan
         if "grad_std" in want:
             if size > 1:
@@ -425,13 +400,13 @@ def _direct_group(g: Any, w: Any, shape: tuple[int, ...], want: set[str],
     else:
         m = ops.max(a, axis=1)
         dead = ops.zeros((k,), "float32")
-    ok = ops.logical_and(ops.isfinite(q), m <= _DIRECT_MAX)
-    ok = ops.logical_and(ok, ops.logical_or(ops.equal(m, 0.0), m >= _direct_floor(size)))
+    ok = ops.logical_and(ops.isfinite(q), m <= DIRECT_MAX)
+    ok = ops.logical_and(ok, ops.logical_or(ops.equal(m, 0.0), m >= direct_floor(size)))
     qw = ops.zeros((k,), "float32")
     if "weight_norm" in want:
         qw = rows_sumsq(w)
         ok = ops.logical_and(ok, ops.logical_and(ops.isfinite(qw),
-                                                 qw >= _direct_floor(size) ** 2))
+                                                 qw >= direct_floor(size) ** 2))
     std = nan
     if "grad_std" in want:
         if size > 1:
@@ -551,7 +526,6 @@ class _Generic:
     direct_stats = staticmethod(direct_stats)
     finite_guard = staticmethod(finite_guard)
     cond = staticmethod(cond)
-    nonfinite_counts = staticmethod(nonfinite_counts)
     grad_histograms = staticmethod(grad_histograms)
 
 

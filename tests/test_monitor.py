@@ -304,6 +304,9 @@ def test_tensorboard_scalars_are_written(data, tmp_path):
     ({"max_norm": -1}, ValueError, "max_norm=-1"),
     ({"detector": "fast"}, TypeError, "detector='fast'"),
     ({"csv": 3}, TypeError, "csv=3"),
+    ({"stats": "most"}, ValueError, "stats='most'"),
+    ({"stats": ["grad_norm", "grad_kurtosis"]}, ValueError, "grad_kurtosis"),
+    ({"stats": 3}, TypeError, "stats=3"),
 ])
 def test_invalid_arguments(kwargs, error, message):
     with pytest.raises(error, match=message):
@@ -336,3 +339,17 @@ def test_model_built_during_fit_and_optimizer_config(data):
     clone = MonitoringOptimizer.from_config(wrapper.get_config())
     assert (clone.every, clone.skip_nonfinite, clone.clip_norm) == (2, True, None)
     assert isinstance(clone.inner_optimizer, keras.optimizers.SGD)
+
+
+def test_stats_names_choose_the_columns_and_keep_the_guard(data):
+    """A list of names computes those, plus the norm and non-finite count the detectors and
+    the guard need."""
+    x, y = data
+    model = make_model()
+    monitor = GradientHealthMonitor(stats=["zero_fraction"])
+    assert monitor.stats == ("grad_norm", "zero_fraction", "nonfinite_count")
+    model.fit(x, y, batch_size=BATCH, epochs=1, verbose=0, callbacks=[monitor])
+    h = monitor.history
+    assert h.zero_fraction.notna().all() and (h.nonfinite_count == 0).all()
+    assert h.grad_norm.notna().all() and h.global_norm.notna().all()
+    assert h.weight_norm.isna().all() and h.grad_to_weight.isna().all()

@@ -127,7 +127,8 @@ class GradientHealthMonitor(keras.callbacks.Callback):
             ratio -- all the detectors, ``status`` and TensorBoard use, from one pass over each
             gradient and weight), ``"all"`` (adds ``grad_mean_abs``, ``grad_std``,
             ``zero_fraction``, ``dead_unit_fraction``) or a list of names from
-            :data:`gradhealth.ops.stats.DEVICE_STATS`. History columns not computed are NaN.
+            :data:`gradhealth.ops.stats.DEVICE_STATS` (``grad_norm`` and ``nonfinite_count``
+            are always computed). History columns not computed are NaN.
 
     Statistics are accumulated on the device and pulled every ``buffer_steps`` logged steps,
     every ``pull_seconds``, at the end of each epoch and when ``history`` is read. A crash

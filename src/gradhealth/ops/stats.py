@@ -47,7 +47,8 @@ def resolve_stats(stats: str | Iterable[str], argument: str = "stats") -> tuple[
     """``"core"`` (:data:`CORE_STATS`), ``"all"`` (:data:`DEVICE_STATS`) or names from
     :data:`DEVICE_STATS`, as a tuple in :data:`DEVICE_STATS` order.
 
-    ``nonfinite_count`` is always included (the non-finite guard needs it).
+    ``grad_norm`` and ``nonfinite_count`` are always included (the explosion detectors and the
+    non-finite guard need them).
 
     Raises:
         ValueError, TypeError: An unknown name or a value of the wrong type.
@@ -72,7 +73,7 @@ def resolve_stats(stats: str | Iterable[str], argument: str = "stats") -> tuple[
             raise ValueError(f"Argument `{argument}` holds unknown statistics {unknown}; "
                              f"choose from {DEVICE_STATS}. Received: {argument}={stats!r}")
         chosen = set(names)
-    chosen.add("nonfinite_count")
+    chosen.update(("grad_norm", "nonfinite_count"))
     return tuple(n for n in DEVICE_STATS if n in chosen)
 
 N_SCAN = 4

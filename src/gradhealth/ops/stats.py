@@ -330,56 +330,8 @@ def direct_stats(grads: list[Any], weights: list[Any],
         ``table``: float32 ``(len(grads), len(DEVICE_STATS))``, valid where ``ok``; ``ok``:
         boolean ``(len(grads),)``.
     """
-    want = set(stats)
-    sumsq = sum_squares or _sum_squares
-    nan = ops.convert_to_tensor(float("nan"), "float32")
-    zero = ops.convert_to_tensor(0.0, "float32")
-    rows, oks = [], []
-    for g, w in zip(grads, weights, strict=True):
-        shape = tuple(int(d) for d in g.shape)
-        size = int(np.prod(shape)) if shape else 1
-        wf = ops.reshape(ops.cast(w, "float32"), (-1,))
-        qw = sumsq(wf) if "weight_norm" in want else zero
-        x = ops.reshape(ops.cast(g, "float32"), (-1,))
-        q = sumsq(x)
-        a = ops.abs(x)
-        if "dead_unit_fraction" in want and len(shape) >= 1:
-            unit_max = ops.max(ops.reshape(a, (-1, shape[-1])), axis=0)
-            m = ops.max(unit_max)
-            dead = ops.mean(ops.cast(ops.equal(unit_max, 0.0), "float32"))
-        else:
-            m = ops.max(a)
-            dead = zero
-        # NaN/inf entries make q non-finite (NaN^2 and inf^2 are; TF's max may drop a NaN).
-        ok = ops.logical_and(ops.isfinite(q), m <= DIRECT_MAX)
-        ok = ops.logical_and(ok, ops.logical_or(ops.equal(m, 0.0), m >= direct_floor(size)))
-        if "weight_norm" in want:
-            # A weight below the range (all-zero included) takes the exact path: with no
-            # max |w| here, a zero sum cannot tell zeros from underflow.
-            ok = ops.logical_and(ok, ops.logical_and(
-                ops.isfinite(qw), qw >= direct_floor(size) ** 2))
-        std = nan
-        if "grad_std" in want:
-            if size > 1:
-                d = x - x[0]  # the shift of the one-pass variance (see scaled_sums)
-                d1, d2 = ops.sum(d) / size, ops.sum(d * d) / size
-                std = ops.sqrt(ops.maximum(d2 - d1 * d1, 0.0))
-                # Equal entries, or differences whose squares underflow (each lost square is
-                # below 2^-126, so a mean square >= 2^-106 loses < 1e-6): the exact path.
-                ok = ops.logical_and(ok, ops.logical_or(ops.equal(m, 0.0),
-                                                        d2 >= 2.0 ** -106))
-            else:
-                std = zero
-        col = {"grad_norm": ops.sqrt(q), "grad_max_abs": m,
-               "grad_mean_abs": ops.sum(a) / size if "grad_mean_abs" in want else nan,
-               "grad_std": std,
-               "zero_fraction": (ops.sum(ops.cast(ops.equal(x, 0.0), "float32")) / size
-                                 if "zero_fraction" in want else nan),
-               "nonfinite_count": zero, "weight_norm": ops.sqrt(qw),
-               "dead_unit_fraction": dead if "dead_unit_fraction" in want else nan}
-        rows.append(ops.stack([col[c] if c in want else nan for c in DEVICE_STATS]))
-        oks.append(ok)
-    return ops.stack(rows), ops.stack(oks)
+    return _direct_in_groups(grads, weights, stats, sum_squares,
+                             [[i] for i in range(len(grads))])
 
 
 def _direct_group(g: Any, w: Any, shape: tuple[int, ...], want: set[str],
@@ -442,12 +394,18 @@ def direct_stats_grouped(grads: list[Any], weights: list[Any],
     on a CPU, where each of the ~25 operations per variable costs microseconds), at the price
     of one copy of those gradients into a stacked tensor (:data:`GROUP_BELOW`).
     """
-    want = set(stats)
-    sumsq = sum_squares or _sum_squares
     groups = []
     for idx in _groups(grads):
         small = max(int(np.prod(grads[idx[0]].shape)), 1) < GROUP_BELOW
         groups.extend([idx] if small else [[i] for i in idx])
+    return _direct_in_groups(grads, weights, stats, sum_squares, groups)
+
+
+def _direct_in_groups(grads: list[Any], weights: list[Any], stats: tuple[str, ...],
+                      sum_squares: Any, groups: list[list[int]]) -> tuple[Any, Any]:
+    """:func:`_direct_group` over ``groups`` of variable indices, rows in variable order."""
+    want = set(stats)
+    sumsq = sum_squares or _sum_squares
     tables, oks = [], []
     for idx in groups:
         table, ok = _direct_group(_stack(grads, idx), _stack(weights, idx),

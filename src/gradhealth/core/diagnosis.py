@@ -36,6 +36,7 @@ from gradhealth.core.knowledge import (
     facts,
     matched_initializer,
 )
+from gradhealth.core.table import Table, as_table, like
 from gradhealth.core.thresholds import Thresholds
 from gradhealth.core.timeprofile import memory_horizon
 
@@ -133,7 +134,7 @@ def _group_norms(values: np.ndarray, codes: np.ndarray, n: int) -> np.ndarray:
     return top * np.sqrt(sums)
 
 
-def aggregate_layers(variables: pd.DataFrame) -> pd.DataFrame:
+def aggregate_layers(variables: pd.DataFrame | Table) -> pd.DataFrame | Table:
     """One row per layer from the per-variable statistics, input to output.
 
     Norms combine as the L2 norm of the concatenated variables; means and fractions are weighted
@@ -141,20 +142,34 @@ def aggregate_layers(variables: pd.DataFrame) -> pd.DataFrame:
     axes) or, for layers without one, the largest over the layer's vectors. ``kernel_grad_norm``
     and ``kernel_weight_norm`` combine the variables with two or more axes only (the weights
     whose scale a normalization removes); ``relative_grad`` is their ratio.
+
+    Args:
+        variables: The per-variable statistics (:func:`gradhealth.gradient_stats`), as a
+            DataFrame or a :class:`~gradhealth.core.table.Table`.
+
+    Returns:
+        The layer table, of the same kind as ``variables``.
     """
-    codes, names = pd.factorize(variables["layer"], sort=False)
+    return like(variables, _aggregate(as_table(variables)))
+
+
+def _aggregate(variables: Table) -> Table:
+    layer = variables["layer"]
+    index: dict[Any, int] = {}
+    codes = np.fromiter((index.setdefault(name, len(index)) for name in layer), dtype=np.int64,
+                        count=len(layer))
+    names = list(index)
     n = len(names)
-    f64 = {c: variables[c].to_numpy(dtype=np.float64) for c in (
+    f64 = {c: np.asarray(variables[c], dtype=np.float64) for c in (
         "size", "grad_norm", "grad_mean_abs", "grad_max_abs", "zero_fraction",
         "nonfinite_count", "weight_norm", "dead_unit_fraction")}
-    kernel = np.array([len(shape) >= 2 for shape in variables["shape"]])
-    connected = (variables["connected"].to_numpy(dtype=bool) if "connected" in variables
-                 else np.ones(len(variables), dtype=bool))
+    kernel = np.fromiter((len(shape) >= 2 for shape in variables["shape"]), dtype=bool,
+                         count=len(layer))
+    connected = (np.asarray(variables["connected"], dtype=bool) if "connected" in variables
+                 else np.ones(len(layer), dtype=bool))
 
     def total(values: np.ndarray) -> np.ndarray:
-        out = np.zeros(n)
-        np.add.at(out, codes, values)
-        return out
+        return np.bincount(codes, weights=values, minlength=n)
 
     size = total(f64["size"])
     n_bad = total(f64["nonfinite_count"])
@@ -174,17 +189,14 @@ def aggregate_layers(variables: pd.DataFrame) -> pd.DataFrame:
                                         -np.inf))
     dead = np.full(n, -np.inf)
     np.fmax.at(dead, codes, f64["dead_unit_fraction"])
-    first_kernel = {}
-    for i in np.flatnonzero(kernel)[::-1]:
-        first_kernel[codes[i]] = i
-    for g, i in first_kernel.items():
-        dead[g] = f64["dead_unit_fraction"][i]
-    any_connected = np.zeros(n, dtype=bool)
-    np.logical_or.at(any_connected, codes, connected)
+    kernel_rows = np.flatnonzero(kernel)
+    first = np.unique(codes[kernel_rows], return_index=True)  # first kernel of each layer
+    dead[first[0]] = f64["dead_unit_fraction"][kernel_rows[first[1]]]
+    any_connected = np.bincount(codes, weights=connected, minlength=n) > 0
     with np.errstate(divide="ignore", invalid="ignore"):
-        return pd.DataFrame({
+        return Table({
             "position": np.arange(1, n + 1),
-            "layer": list(names),
+            "layer": names,
             "n_params": size.astype(np.int64),
             "grad_norm": np.where(n_bad < size, grad_norm, np.nan),
             "grad_mean_abs": np.where(mean_den > 0, mean_num / mean_den, np.nan),
@@ -201,30 +213,37 @@ def aggregate_layers(variables: pd.DataFrame) -> pd.DataFrame:
         })
 
 
-def annotate_layers(layers: pd.DataFrame, context: dict[str, Any] | None = None) -> pd.DataFrame:
+def annotate_layers(layers: pd.DataFrame | Table, context: dict[str, Any] | None = None
+                    ) -> pd.DataFrame | Table:
     """Add ``role``, ``block`` and, for embeddings, the touched rows' ``relative_grad``.
 
     Without a context (a statistics table alone) a layer with a variable of two or more axes is
     a ``kernel`` and every layer is its own block, which reproduces the plain-MLP rules.
+
+    Returns:
+        The layer table with the new columns, of the same kind as ``layers``.
     """
-    ctx = context or {}
+    return like(layers, _annotate(as_table(layers), context or {}))
+
+
+def _annotate(layers: Table, ctx: dict[str, Any]) -> Table:
     roles = ctx.get("roles") or {}
     blocks = ctx.get("blocks") or {}
     rows = ctx.get("embedding_rows") or {}
-    out = layers.copy()
-    has_kernel = np.isfinite(out["kernel_weight_norm"].to_numpy(dtype=np.float64)) \
-        if "kernel_weight_norm" in out else np.ones(len(out), dtype=bool)
-    out["role"] = [roles.get(n, "kernel" if k else "vector")
-                   for n, k in zip(out["layer"], has_kernel, strict=True)]
-    out["block"] = [blocks.get(n, n) for n in out["layer"]]
-    rel = out["relative_grad"].to_numpy(dtype=np.float64).copy() if "relative_grad" in out \
-        else np.full(len(out), np.nan)
-    for i, name in enumerate(out["layer"]):
+    names = layers["layer"]
+    has_kernel = (np.isfinite(np.asarray(layers["kernel_weight_norm"], dtype=np.float64))
+                  if "kernel_weight_norm" in layers else np.ones(len(layers), dtype=bool))
+    rel = (np.array(layers["relative_grad"], dtype=np.float64) if "relative_grad" in layers
+           else np.full(len(layers), np.nan))
+    for i, name in enumerate(names):
         info = rows.get(name)
         if info and info.get("weight_norm"):
-            rel[i] = float(out["grad_norm"].iat[i]) / float(info["weight_norm"])
-    out["relative_grad"] = rel
-    return out
+            rel[i] = float(layers["grad_norm"][i]) / float(info["weight_norm"])
+    return layers.with_columns(
+        role=[roles.get(n, "kernel" if k else "vector") for n, k in zip(names, has_kernel,
+                                                                         strict=True)],
+        block=[blocks.get(n, n) for n in names],
+        relative_grad=rel)
 
 
 def _block_signals(idx: list[int], blocks: list[str], family: str, norms: np.ndarray,
@@ -244,8 +263,8 @@ def _block_signals(idx: list[int], blocks: list[str], family: str, norms: np.nda
     return {b: float(v) for b, v in zip(names, values, strict=True)}
 
 
-def classify_layers(layers: pd.DataFrame, thresholds: Thresholds,
-                    context: dict[str, Any] | None = None) -> pd.DataFrame:
+def classify_layers(layers: pd.DataFrame | Table, thresholds: Thresholds,
+                    context: dict[str, Any] | None = None) -> pd.DataFrame | Table:
     """Add ``status``, ``decades_beyond``, ``credit``, ``signal`` and ``rule`` columns.
 
     Rules, per connected layer (unconnected layers get status ``"unused"`` and no credit):
@@ -281,27 +300,31 @@ def classify_layers(layers: pd.DataFrame, thresholds: Thresholds,
     exploding ``0.5 * max(0, 1 - decades_beyond / score_decades)``, where ``decades_beyond`` is
     how many powers of ten the evidence lies past its threshold; for dead ``0.5 * (1 - dead
     fraction)``.
+
+    Returns:
+        The layer table with the new columns, of the same kind as ``layers``.
     """
-    t = thresholds
-    ctx = context or {}
-    out = layers.copy()
+    return like(layers, _classify(as_table(layers), thresholds, context or {}))
+
+
+def _classify(out: Table, t: Thresholds, ctx: dict[str, Any]) -> Table:
     if "role" not in out or "block" not in out:
-        out = annotate_layers(out if "relative_grad" in out else _with_kernel_columns(out), ctx)
+        out = _annotate(out if "relative_grad" in out else _with_kernel_columns(out), ctx)
     n = len(out)
-    connected = out["connected"].to_numpy(dtype=bool)
-    norms = out["grad_norm"].to_numpy(dtype=np.float64)
-    rel = out["relative_grad"].to_numpy(dtype=np.float64)
+    connected = np.asarray(out["connected"], dtype=bool)
+    norms = np.asarray(out["grad_norm"], dtype=np.float64)
+    rel = np.asarray(out["relative_grad"], dtype=np.float64)
     roles = list(out["role"])
     blocks = list(out["block"])
-    bad = (out["nonfinite_count"].to_numpy() > 0) | ~np.isfinite(norms)
+    bad = (np.asarray(out["nonfinite_count"]) > 0) | ~np.isfinite(norms)
     ok = connected & ~bad
     status = ["healthy"] * n
     decades = [0.0] * n
     signal = [float("nan")] * n
     rule = [ROLES.get(r, r) for r in roles]
-    k_grad = out["kernel_grad_norm"].to_numpy(dtype=np.float64)
-    k_weight = out["kernel_weight_norm"].to_numpy(dtype=np.float64)
-    dead_fraction = out["dead_unit_fraction"].to_numpy(dtype=np.float64)
+    k_grad = np.asarray(out["kernel_grad_norm"], dtype=np.float64)
+    k_weight = np.asarray(out["kernel_weight_norm"], dtype=np.float64)
+    dead_fraction = np.asarray(out["dead_unit_fraction"], dtype=np.float64)
     block_over: dict[tuple[str, str], float] = {}
     block_under: dict[tuple[str, str], float] = {}
     block_signal: dict[tuple[str, str], float] = {}
@@ -372,26 +395,28 @@ def classify_layers(layers: pd.DataFrame, thresholds: Thresholds,
             status[i], decades[i], through[i] = "vanishing", shrink, True
         if through[i]:
             rule[i] = "recurrent cell: judged through time (gradient reaching each timestep)"
-    out["status"] = status
-    out["decades_beyond"] = decades
-    out["signal"] = signal
-    out["through_time"] = through
-    out["rule"] = rule
-    out["credit"] = [_credit(s, d, f, t) for s, d, f in
-                     zip(status, decades, out["dead_unit_fraction"], strict=True)]
-    return out
+    return out.with_columns(
+        status=status,
+        decades_beyond=np.asarray(decades, dtype=np.float64),
+        signal=np.asarray(signal, dtype=np.float64),
+        through_time=np.asarray(through, dtype=bool),
+        rule=rule,
+        credit=np.array([_credit(s, d, f, t) for s, d, f in
+                         zip(status, decades, dead_fraction, strict=True)], dtype=np.float64))
 
 
-def _with_kernel_columns(layers: pd.DataFrame) -> pd.DataFrame:
-    out = layers.copy()
+def _with_kernel_columns(layers: Table) -> Table:
+    extra: dict[str, np.ndarray] = {}
     for col, src in (("kernel_grad_norm", "grad_norm"), ("kernel_weight_norm", "weight_norm")):
-        if col not in out:
-            out[col] = out[src]
+        if col not in layers:
+            extra[col] = layers[src]
+    out = layers.with_columns(**extra)
     if "relative_grad" not in out:
-        w = out["kernel_weight_norm"].to_numpy(dtype=np.float64)
-        g = out["kernel_grad_norm"].to_numpy(dtype=np.float64)
+        w = np.asarray(out["kernel_weight_norm"], dtype=np.float64)
+        g = np.asarray(out["kernel_grad_norm"], dtype=np.float64)
         with np.errstate(divide="ignore", invalid="ignore"):
-            out["relative_grad"] = np.where(w > 0, g / np.where(w > 0, w, 1.0), np.nan)
+            out = out.with_columns(relative_grad=np.where(w > 0, g / np.where(w > 0, w, 1.0),
+                                                          np.nan))
     return out
 
 
@@ -414,13 +439,13 @@ def _credit(status: str, decades: float, dead_fraction: float, t: Thresholds) ->
     return 0.0
 
 
-def overall_status(layers: pd.DataFrame) -> str:
+def overall_status(layers: pd.DataFrame | Table) -> str:
     """The most severe layer status (``healthy`` when every used layer is healthy)."""
-    found = [s for s in layers["status"] if s in SEVERITY]
+    found = [s for s in as_table(layers)["status"] if s in SEVERITY]
     return max(found, key=SEVERITY.__getitem__) if found else "healthy"
 
 
-def health_score(layers: pd.DataFrame) -> float:
+def health_score(layers: pd.DataFrame | Table) -> float:
     """Health score 0-100: ``100 * mean(credit)`` over the layers that receive a gradient.
 
     A network whose every layer is healthy scores 100; each unhealthy layer contributes at most
@@ -428,35 +453,45 @@ def health_score(layers: pd.DataFrame) -> float:
     non-finite gradient caps the score at 50 because one NaN update destroys the whole model.
     The score measures gradient health, not accuracy (:data:`SCORE_MEANING`).
     """
-    used = layers[layers["status"] != "unused"]
-    if used.empty:
+    table = as_table(layers)
+    status = table["status"]
+    used = status != "unused"
+    if not used.any():
         return 0.0
-    score = 100.0 * float(used["credit"].mean())
-    if (used["status"] == "nonfinite").any():
+    score = 100.0 * float(np.mean(np.asarray(table["credit"], dtype=np.float64)[used]))
+    if (status == "nonfinite").any():
         score = min(score, 50.0)
     return round(score, 1)
 
 
 def _names(names: Any, limit: int = 4) -> str:
-    names = list(names["layer"]) if isinstance(names, pd.DataFrame) else list(names)
+    names = list(names["layer"]) if isinstance(names, (pd.DataFrame, Table)) else list(names)
     if len(names) <= limit:
         return ", ".join(f"'{n}'" for n in names)
     return f"'{names[0]}' ... '{names[-1]}' ({len(names)} layers)"
 
 
-def _depth_vanishing_finding(used: pd.DataFrame, van: pd.DataFrame, t: Thresholds) -> str:
+def _depth_vanishing_finding(used: Table, van: Table, t: Thresholds) -> str:
     """A sentence that shows the decay: the weakest block against the strongest of its family."""
-    role = van["role"].iloc[0] if "role" in van else "kernel"
+    role = van["role"][0] if "role" in van else "kernel"
     family = _DEPTH_FAMILY.get(role, "norm")
-    same = used[[(_DEPTH_FAMILY.get(r) == family) for r in used["role"]]]
-    same = same[same["status"] != "exploding"]
+    same = used.take([_DEPTH_FAMILY.get(r) == family for r in used["role"]])
+    same = same.take(same["status"] != "exploding")
     blocks = list(dict.fromkeys(same["block"]))
-    weakest = van.loc[van["signal"].astype(float).idxmin()]
-    strongest = same.loc[same["signal"].astype(float).idxmax()]
+    what = "gradient norm" if family == "norm" else "gradient-to-weight ratio ||g||/||W||"
+    van_signal = np.asarray(van["signal"], dtype=np.float64)
+    same_signal = np.asarray(same["signal"], dtype=np.float64)
+    if not (np.isfinite(van_signal).any() and (same_signal > 0).any()):
+        # Nothing to compare with: every layer of the family has a zero (or no) signal.
+        limit = t.vanishing_norm if family == "norm" else t.vanishing_step
+        return (f"Gradients vanish in {_names(van)}: no layer judged by its {what} gets more "
+                f"than {np.nanmax(same_signal, initial=0.0):.3g}, below the absolute limit of "
+                f"{limit:g}.")
+    weakest = van.row(int(np.nanargmin(van_signal)))
+    strongest = same.row(int(np.nanargmax(same_signal)))
     ratio = float(weakest["signal"]) / float(strongest["signal"])
     steps = abs(blocks.index(strongest["block"]) - blocks.index(weakest["block"])) or 1
     per = ratio ** (1.0 / steps) if ratio > 0 else 0.0
-    what = "gradient norm" if family == "norm" else "gradient-to-weight ratio ||g||/||W||"
     toward = "input" if weakest["position"] < strongest["position"] else "output"
     where = (f"block '{weakest['block']}'" if weakest["block"] != weakest["layer"]
              else f"'{weakest['layer']}'")
@@ -468,10 +503,10 @@ def _depth_vanishing_finding(used: pd.DataFrame, van: pd.DataFrame, t: Threshold
             f"x{per:.3g} per block (limit: {t.vanishing_ratio:g} of the largest).")
 
 
-def _time_findings(used: pd.DataFrame, t: Thresholds, ctx: dict[str, Any]) -> list[str]:
+def _time_findings(used: Table, t: Thresholds, ctx: dict[str, Any]) -> list[str]:
     out = []
     for name, prof in (ctx.get("time_profiles") or {}).items():
-        row = used[used["layer"] == name]
+        row = used.take(used["layer"] == name)
         label = prof.get("layer", name)
         if not prof.get("measured"):
             out.append(f"The gradient through time of '{label}' was not measured: "
@@ -482,8 +517,8 @@ def _time_findings(used: pd.DataFrame, t: Thresholds, ctx: dict[str, Any]) -> li
         horizon = memory_horizon(decay, t.vanishing_ratio)
         first_max = float(prof["first_to_max"])
         cell = prof.get("cell", "recurrent cell")
-        through = bool(len(row) and row["through_time"].iat[0])
-        status = row["status"].iat[0] if len(row) else "healthy"
+        through = bool(len(row) and row["through_time"][0])
+        status = row["status"][0] if len(row) else "healthy"
         if through and status == "vanishing":
             lost = max(0, length - int(math.floor(horizon)))
             out.append(
@@ -514,10 +549,10 @@ def _time_findings(used: pd.DataFrame, t: Thresholds, ctx: dict[str, Any]) -> li
     return out
 
 
-def _not_judged_finding(used: pd.DataFrame, ctx: dict[str, Any]) -> str | None:
+def _not_judged_finding(used: Table, ctx: dict[str, Any]) -> str | None:
     if "role" not in used:
         return None
-    names, n = np.unique(used["role"].to_numpy().astype(str), return_counts=True)
+    names, n = np.unique(np.asarray(used["role"]).astype(str), return_counts=True)
     counts = dict(zip(names.tolist(), n.tolist(), strict=True))
     parts = []
     if counts.get("attention_qk"):
@@ -542,7 +577,8 @@ def _not_judged_finding(used: pd.DataFrame, ctx: dict[str, Any]) -> str | None:
     return " ".join(notes) if notes else None
 
 
-def findings(layers: pd.DataFrame, thresholds: Thresholds, context: dict[str, Any]) -> list[str]:
+def findings(layers: pd.DataFrame | Table, thresholds: Thresholds, context: dict[str, Any]
+             ) -> list[str]:
     """Plain-English sentences describing what the layer table shows, with layers and numbers.
 
     A "vanish" finding shows the decay it describes (a ratio below 1 and the factor per block or
@@ -550,28 +586,28 @@ def findings(layers: pd.DataFrame, thresholds: Thresholds, context: dict[str, An
     """
     t = thresholds
     ctx = context or {}
-    status = layers["status"].to_numpy()
+    layers = as_table(layers)
+    status = layers["status"]
     out: list[str] = []
     if (status == "unused").all():
         return ["No layer received a gradient: the loss does not depend on any trainable weight."]
-    # Filter the table only for the statuses present: a healthy report costs a few array ops.
     present = set(status)
-    used = layers[status != "unused"] if "unused" in present else layers
-    status = used["status"].to_numpy()
-    through = (used["through_time"].to_numpy(dtype=bool) if "through_time" in used
+    used = layers.take(status != "unused") if "unused" in present else layers
+    status = used["status"]
+    through = (np.asarray(used["through_time"], dtype=bool) if "through_time" in used
                else np.zeros(len(used), dtype=bool))
-    last_norm = float(used["grad_norm"].iat[-1])
+    last_norm = float(used["grad_norm"][-1])
     if "unused" in present:
-        out.append(f"{_names(layers[layers['status'] == 'unused'])} receive no gradient at all: "
-                   "they are not connected to the loss (frozen path or unused branch).")
+        out.append(f"{_names(layers.take(layers['status'] == 'unused'))} receive no gradient at "
+                   "all: they are not connected to the loss (frozen path or unused branch).")
     if "nonfinite" in present:
-        bad = used[status == "nonfinite"]
-        out.append(f"{int(bad['nonfinite_count'].sum())} gradient entries are NaN or inf in "
+        bad = used.take(status == "nonfinite")
+        out.append(f"{int(np.sum(bad['nonfinite_count']))} gradient entries are NaN or inf in "
                    f"{_names(bad)}; a single such update turns the weights into NaN.")
     exploding_mask = (status == "exploding") & ~through
     if exploding_mask.any():
-        exploding = used[exploding_mask]
-        top = exploding.loc[exploding["grad_norm"].idxmax()]
+        exploding = used.take(exploding_mask)
+        top = exploding.row(int(np.nanargmax(np.asarray(exploding["grad_norm"], dtype=float))))
         out.append(
             f"Gradients explode in {_names(exploding)}: the largest norm is "
             f"{top['grad_norm']:.3g} in '{top['layer']}', above the limit of "
@@ -579,8 +615,8 @@ def findings(layers: pd.DataFrame, thresholds: Thresholds, context: dict[str, An
             f"{last_norm:.3g})."
         )
     if "dead" in present:
-        dead = used[status == "dead"]
-        worst = dead.loc[dead["dead_unit_fraction"].idxmax()]
+        dead = used.take(status == "dead")
+        worst = dead.row(int(np.nanargmax(np.asarray(dead["dead_unit_fraction"], dtype=float))))
         out.append(
             f"{_names(dead)} have mostly dead units: in '{worst['layer']}' "
             f"{100 * worst['dead_unit_fraction']:.0f}% of units got an exactly zero gradient on "
@@ -588,27 +624,28 @@ def findings(layers: pd.DataFrame, thresholds: Thresholds, context: dict[str, An
         )
     vanishing_mask = (status == "vanishing") & ~through
     if vanishing_mask.any():
-        vanishing = used[vanishing_mask]
-        emb = vanishing[vanishing["role"] == "embedding"] if "role" in vanishing else \
-            vanishing.iloc[0:0]
-        depth = vanishing.drop(emb.index)
+        vanishing = used.take(vanishing_mask)
+        is_emb = (vanishing["role"] == "embedding" if "role" in vanishing
+                  else np.zeros(len(vanishing), dtype=bool))
+        emb = vanishing.take(is_emb)
+        depth = vanishing.take(~is_emb)
         if len(depth):
             for family in dict.fromkeys(_DEPTH_FAMILY.get(r, "norm") for r in depth["role"]):
-                part = depth[[_DEPTH_FAMILY.get(r, "norm") == family for r in depth["role"]]]
+                part = depth.take([_DEPTH_FAMILY.get(r, "norm") == family for r in depth["role"]])
                 out.append(_depth_vanishing_finding(used, part, t))
-        for _, row in emb.iterrows():
-            out.append(f"Embedding '{row['layer']}' gets a gradient of {row['signal']:.3g} of its "
-                       f"touched rows' norm, below {t.vanishing_step:g}: those rows cannot learn.")
-        zeros = vanishing[vanishing["grad_norm"] == 0.0]
+        for name, signal in zip(emb["layer"], emb["signal"], strict=True):
+            out.append(f"Embedding '{name}' gets a gradient of {signal:.3g} of its touched rows' "
+                       f"norm, below {t.vanishing_step:g}: those rows cannot learn.")
+        zeros = vanishing.take(vanishing["grad_norm"] == 0.0)
         if len(zeros):
             out.append(f"In {_names(zeros)} the gradient underflowed to exactly 0.0 in float32: "
                        "these layers cannot learn at all.")
     if ctx.get("time_profiles"):
         out += _time_findings(used, t, ctx)
     if present <= {"healthy", "unused"}:
-        roles = used["role"].to_numpy() if "role" in used else np.full(len(used), "kernel")
-        signal = (used["signal"].to_numpy(dtype=np.float64) if "signal" in used
-                  else used["grad_norm"].to_numpy(dtype=np.float64))
+        roles = used["role"] if "role" in used else np.full(len(used), "kernel")
+        signal = np.asarray(used["signal"] if "signal" in used else used["grad_norm"],
+                            dtype=np.float64)
         parts = []
         for family, what in (("norm", "gradient norms"), ("relative", "||g||/||W|| ratios")):
             mask = np.array([_DEPTH_FAMILY.get(r) == family for r in roles], dtype=bool)
@@ -680,7 +717,8 @@ def _init_mismatches(names: list[str], acts: dict[str, str], inits: dict[str, st
     return out
 
 
-def recommendations(layers: pd.DataFrame, thresholds: Thresholds, context: dict[str, Any]
+def recommendations(layers: pd.DataFrame | Table, thresholds: Thresholds,
+                    context: dict[str, Any]
                     ) -> list[Recommendation]:
     """Concrete fixes tied to the statuses found, that the model does not already have.
 
@@ -696,8 +734,10 @@ def recommendations(layers: pd.DataFrame, thresholds: Thresholds, context: dict[
     unknown), ``depth``, ``optimizer``, ``learning_rate``, ``clipping``, ``time_profiles``.
     """
     ctx = context or {}
-    used = layers[layers["status"] != "unused"]
-    statuses = set(used["status"])
+    layers = as_table(layers)
+    used = layers.take(layers["status"] != "unused")
+    status = used["status"]
+    statuses = set(status)
     acts: dict[str, str] = ctx.get("activations", {})
     inits: dict[str, str] = ctx.get("initializers", {})
     depth = int(ctx.get("depth", len(used)))
@@ -706,7 +746,8 @@ def recommendations(layers: pd.DataFrame, thresholds: Thresholds, context: dict[
     lr = ctx.get("learning_rate")
     compiled = ctx.get("optimizer") is not None or lr is not None
     clipping = ctx.get("clipping")
-    through = used["through_time"] if "through_time" in used else pd.Series(False, used.index)
+    through = (np.asarray(used["through_time"], dtype=bool) if "through_time" in used
+               else np.zeros(len(used), dtype=bool))
     recs: list[Recommendation] = []
     all_layers = tuple(used["layer"])
 
@@ -715,7 +756,7 @@ def recommendations(layers: pd.DataFrame, thresholds: Thresholds, context: dict[
             recs.append(rec)
 
     if "nonfinite" in statuses:
-        bad = tuple(used[used["status"] == "nonfinite"]["layer"])
+        bad = tuple(used["layer"][status == "nonfinite"])
         add(Recommendation(
             "data", "Check the inputs and the loss for NaN/inf (use from_logits=True losses "
             "instead of log(softmax)), and restore the last finite weights",
@@ -737,15 +778,15 @@ def recommendations(layers: pd.DataFrame, thresholds: Thresholds, context: dict[
                 {"learning_rate_factor": 0.1}))
 
     if "exploding" in statuses:
-        ex = used[used["status"] == "exploding"]
-        ex_depth = ex[~through.loc[ex.index]]
+        ex = used.take(status == "exploding")
+        ex_depth = used.take((status == "exploding") & ~through)
         names = tuple(ex["layer"])
         for want, bad_init in _init_mismatches(list(ex_depth["layer"]), acts, inits).items():
             current = sorted({inits[n] for n in bad_init})
             add(Recommendation(
                 "initializer", f"Re-initialize the kernels of {_names(bad_init)} with {want} "
                 f"instead of {', '.join(current)}",
-                f"the largest layer gradient norm is {ex['grad_norm'].max():.3g}; {want} is "
+                f"the largest layer gradient norm is {np.nanmax(ex['grad_norm']):.3g}; {want} is "
                 f"the variance-preserving initializer for their activation, keeping each "
                 "layer's gain near 1", tuple(bad_init), INITIALIZER_SOURCES[want],
                 {"kernel_initializer": want}))
@@ -771,12 +812,12 @@ def recommendations(layers: pd.DataFrame, thresholds: Thresholds, context: dict[
                 {"normalization": "layer"}))
 
     if "dead" in statuses:
-        dd = used[used["status"] == "dead"]
+        dd = used.take(status == "dead")
         zero_side = [n for n in dd["layer"] if acts.get(n) in ("relu", "relu6")]
         if zero_side:
             add(Recommendation(
                 "activation", f"Replace ReLU with LeakyReLU, ELU or GELU in {_names(zero_side)}",
-                f"up to {100 * dd['dead_unit_fraction'].max():.0f}% of units get an exactly "
+                f"up to {100 * np.nanmax(dd['dead_unit_fraction']):.0f}% of units get an exactly "
                 "zero gradient for every example; a non-zero negative slope lets them recover",
                 tuple(zero_side), "Maas et al. 2013 (Leaky ReLU); Clevert et al. 2016 (ELU)",
                 {"activation": "leaky_relu"}))
@@ -800,9 +841,8 @@ def recommendations(layers: pd.DataFrame, thresholds: Thresholds, context: dict[
             tuple(dd["layer"]), "Lu et al. 2019", {"learning_rate_factor": 0.1}))
 
     if "vanishing" in statuses:
-        van_all = used[used["status"] == "vanishing"]
-        van_time = van_all[through.loc[van_all.index]]
-        van = van_all[~through.loc[van_all.index]]
+        van_time = used.take((status == "vanishing") & through)
+        van = used.take((status == "vanishing") & ~through)
         for name in van_time["layer"]:
             prof = (ctx.get("time_profiles") or {}).get(name, {})
             label = prof.get("layer", name)
@@ -824,7 +864,7 @@ def recommendations(layers: pd.DataFrame, thresholds: Thresholds, context: dict[
                     "recurrence neither shrinks nor grows the gradient", (name,),
                     "Saxe, McClelland & Ganguli 2014", {"recurrent_initializer": "orthogonal"}))
         if len(van):
-            depth_layers = [n for n, r in zip(used["layer"], used.get("role", []), strict=False)
+            depth_layers = [n for n, r in zip(used["layer"], used.get("role", ()), strict=False)
                             if _DEPTH_FAMILY.get(r) is not None] or list(all_layers)
             saturating = [n for n in depth_layers if acts.get(n) in SATURATING_ACTIVATIONS]
             if saturating:

@@ -47,11 +47,12 @@ from gradhealth._internal.validation import check_batch, describe_shapes, short_
 from gradhealth.adapters import ProbeResult, get_adapter, probe
 from gradhealth.adapters.fused import stats_kernels
 from gradhealth.core.stats import tensor_stats
+from gradhealth.core.table import Table
 from gradhealth.ops import stats as ops_stats
 from gradhealth.ops.objective import make_objective
 from gradhealth.ops.stats import DEVICE_STATS, device_stats
 
-__all__ = ["STATS_COLUMNS", "device_stats_frame", "gradient_stats", "layer_gradients",
+__all__ = ["STATS_COLUMNS", "device_stats_table", "gradient_stats", "layer_gradients",
            "measure_gradients", "prepare_batch", "resolve_loss", "run_gradients", "stats_frame"]
 
 STATS_COLUMNS: tuple[str, ...] = (
@@ -176,8 +177,8 @@ def _describe(variables: list[Any]) -> dict[str, list]:
             "path": paths, "shape": shapes, "size": [int(np.prod(s)) for s in shapes]}
 
 
-def device_stats_frame(variables: list[Any], stats: np.ndarray,
-                       connected: list[bool]) -> pd.DataFrame:
+def device_stats_table(variables: list[Any], stats: np.ndarray,
+                       connected: list[bool]) -> Table:
     """The statistics table from the ``(n_variables, 8)`` matrix of ``device_stats``.
 
     Args:
@@ -186,7 +187,7 @@ def device_stats_frame(variables: list[Any], stats: np.ndarray,
         connected: Per variable, whether the loss depends on it.
 
     Returns:
-        A DataFrame with the columns :data:`STATS_COLUMNS`.
+        A :class:`~gradhealth.core.table.Table` with the columns :data:`STATS_COLUMNS`.
     """
     values = np.asarray(stats, dtype=np.float64).reshape(len(variables), len(DEVICE_STATS))
     columns: dict[str, Any] = _describe(variables)
@@ -197,8 +198,8 @@ def device_stats_frame(variables: list[Any], stats: np.ndarray,
     with np.errstate(divide="ignore", invalid="ignore"):
         columns["grad_to_weight"] = np.where(weight_norm > 0, columns["grad_norm"] / weight_norm,
                                              np.nan)
-    columns["connected"] = [bool(c) for c in connected]
-    return pd.DataFrame({name: columns[name] for name in STATS_COLUMNS})
+    columns["connected"] = np.asarray(connected, dtype=bool)
+    return Table({name: columns[name] for name in STATS_COLUMNS})
 
 
 def stats_frame(variables: list[Any], grads: list[np.ndarray | None],
@@ -215,16 +216,16 @@ def stats_frame(variables: list[Any], grads: list[np.ndarray | None],
 
 
 def measure_gradients(model: keras.Model, x: Any, y: Any = None, loss: Any = None,
-                      sample_weight: Any = None) -> tuple[float, pd.DataFrame]:
+                      sample_weight: Any = None) -> tuple[float, Table]:
     """The batch loss and the per-variable statistics table, reduced on the device.
 
     What :func:`gradhealth.checkup` measures; see :func:`gradient_stats` for the arguments.
 
     Returns:
-        ``(loss, table)`` with the table as :func:`gradient_stats` returns it.
+        ``(loss, table)`` with the columns :func:`gradient_stats` returns, as NumPy columns.
     """
     result = _probe(model, x, y, loss, sample_weight, _device_stats(keras.backend.backend()))
-    return result.loss, device_stats_frame(list(model.trainable_variables), result.payload,
+    return result.loss, device_stats_table(list(model.trainable_variables), result.payload,
                                            result.connected)
 
 
@@ -305,4 +306,4 @@ def gradient_stats(model: keras.Model, x: Any, y: Any = None, loss: Any = None,
         Blue 1978, "A portable Fortran program to find the Euclidean norm of a vector"
         (scaling before squaring).
     """
-    return measure_gradients(model, x, y, loss, sample_weight)[1]
+    return measure_gradients(model, x, y, loss, sample_weight)[1].to_frame()

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -17,6 +16,7 @@ import pandas as pd
 from gradhealth._internal.io import atomic_write_text
 from gradhealth.core import diagnosis
 from gradhealth.core.diagnosis import Recommendation
+from gradhealth.core.table import Table, as_table
 from gradhealth.core.thresholds import Thresholds
 from gradhealth.report.html import report_fragment, report_html
 from gradhealth.report.plots import plot_gradient_flow, plot_time_profiles
@@ -25,7 +25,6 @@ from gradhealth.report.text import report_markdown
 __all__ = ["HealthReport", "diagnose"]
 
 
-@dataclass
 class HealthReport:
     """The result of :func:`checkup`.
 
@@ -35,8 +34,9 @@ class HealthReport:
             well the gradient reaches every layer on this batch, not accuracy
             (:data:`gradhealth.core.diagnosis.SCORE_MEANING`).
         layers: One row per layer with weights: ``position, layer, n_params, grad_norm, ...,
-            status, decades_beyond, credit``.
-        variables: Per-variable statistics (as :func:`gradient_stats`).
+            status, decades_beyond, credit`` (a DataFrame, built when first read).
+        variables: Per-variable statistics (as :func:`gradient_stats`; a DataFrame, built when
+            first read).
         findings: Plain-English sentences naming layers and numbers.
         recommendations: Concrete fixes tied to the findings.
         loss: The batch loss.
@@ -46,15 +46,35 @@ class HealthReport:
             reaching each timestep of each recurrent layer).
     """
 
-    status: str
-    score: float
-    layers: pd.DataFrame
-    variables: pd.DataFrame
-    findings: list[str]
-    recommendations: list[Recommendation]
-    loss: float
-    thresholds: Thresholds
-    context: dict[str, Any] = field(default_factory=dict)
+    def __init__(self, status: str, score: float, layers: pd.DataFrame | Table,
+                 variables: pd.DataFrame | Table, findings: list[str],
+                 recommendations: list[Recommendation], loss: float, thresholds: Thresholds,
+                 context: dict[str, Any] | None = None) -> None:
+        self.status = status
+        self.score = score
+        # The tables stay NumPy columns until read: most checkups (the monitor's, a treatment's
+        # second opinion, a status check) never look at them, and a DataFrame costs ~0.5 ms.
+        self._layers = layers
+        self._variables = variables
+        self.findings = findings
+        self.recommendations = recommendations
+        self.loss = loss
+        self.thresholds = thresholds
+        self.context = {} if context is None else context
+
+    @property
+    def layers(self) -> pd.DataFrame:
+        """One row per layer with weights (see the class docstring)."""
+        if isinstance(self._layers, Table):
+            self._layers = self._layers.to_frame()
+        return self._layers
+
+    @property
+    def variables(self) -> pd.DataFrame:
+        """Per-variable statistics, as :func:`gradient_stats` returns them."""
+        if isinstance(self._variables, Table):
+            self._variables = self._variables.to_frame()
+        return self._variables
 
     @property
     def score_meaning(self) -> str:
@@ -124,7 +144,7 @@ class HealthReport:
 
     def __repr__(self) -> str:
         return (f"HealthReport(status={self.status!r}, score={self.score}, "
-                f"layers={len(self.layers)}, findings={len(self.findings)}, "
+                f"layers={len(self._layers)}, findings={len(self.findings)}, "
                 f"recommendations={len(self.recommendations)})")
 
 
@@ -142,16 +162,35 @@ def _plain(value: Any) -> Any:
     return value
 
 
-def diagnose(variables: pd.DataFrame, thresholds: Thresholds | dict | None = None,
+def diagnose(variables: pd.DataFrame | Table, thresholds: Thresholds | dict | None = None,
              context: dict[str, Any] | None = None, loss: float = float("nan")) -> HealthReport:
     """Build a :class:`HealthReport` from a per-variable statistics table (no model needed).
 
     Useful to re-diagnose saved statistics with other thresholds.
+
+    Args:
+        variables: Per-variable statistics, as :func:`gradhealth.gradient_stats` returns them
+            (or ``report.variables`` of an earlier report).
+        thresholds: A :class:`Thresholds`, a dict of overrides, or None for the defaults.
+        context: Facts about the model (``report.context``); None reads every layer with a
+            matrix as a plain kernel.
+        loss: The batch loss, if known.
+
+    Returns:
+        A :class:`HealthReport`.
+
+    Raises:
+        TypeError: ``variables`` is not a DataFrame (or Table) of statistics.
+        ValueError: Invalid thresholds.
+
+    Example:
+        >>> strict = diagnose(report.variables, {"vanishing_ratio": 1e-2}, report.context)
     """
     t = Thresholds.coerce(thresholds)
     ctx = context or {}
-    layers = diagnosis.annotate_layers(diagnosis.aggregate_layers(variables), ctx)
-    layers = diagnosis.classify_layers(layers, t, ctx)
+    table = as_table(variables)
+    layers = diagnosis.classify_layers(diagnosis.annotate_layers(diagnosis.aggregate_layers(
+        table), ctx), t, ctx)
     return HealthReport(
         status=diagnosis.overall_status(layers),
         score=diagnosis.health_score(layers),

@@ -14,7 +14,7 @@ import keras
 import numpy as np
 import torch
 
-from gradhealth.adapters._state import preserved_non_trainable_state
+from gradhealth.adapters._state import state_variables
 
 __all__ = ["USER_ERRORS", "build_step", "run"]
 
@@ -35,18 +35,30 @@ def build_step(model: keras.Model, objective: Any, reduce: Callable | None,
         return None if batch is None else keras.tree.map_structure(
             keras.ops.convert_to_tensor, batch)
 
+    # The step is rebuilt when the model's variables change (gradhealth.adapters.probe keys it
+    # on them), so they are read once here rather than by walking the layers at every call.
+    trainable = list(model.trainable_variables)
+    state = state_variables(model, include_metrics=True)
+
     def wrapper(x, y, sample_weight, scale):
-        trainable = model.trainable_variables
+        s = float(scale)
         params = [v.value for v in trainable]
-        with preserved_non_trainable_state(model, include_metrics=True), torch.enable_grad():
-            xt, yt, wt = to_tensors(x), to_tensors(y), to_tensors(sample_weight)
-            y_pred = model(xt, training=True) if accepts_training else model(xt)
-            loss = objective.fn(model, xt, yt, y_pred, wt).to(torch.float32)
-            raw = torch.autograd.grad(loss * float(scale), params, allow_unused=True)
+        saved = [v.value.detach().clone() for v in state]
+        try:
+            with torch.enable_grad():
+                xt, yt, wt = to_tensors(x), to_tensors(y), to_tensors(sample_weight)
+                y_pred = model(xt, training=True) if accepts_training else model(xt)
+                loss = objective.fn(model, xt, yt, y_pred, wt).to(torch.float32)
+                raw = torch.autograd.grad(loss if s == 1.0 else loss * s, params,
+                                          allow_unused=True)
+        finally:
+            with torch.no_grad():
+                for v, value in zip(state, saved, strict=True):
+                    v.assign(value)
         with torch.no_grad():
             grads = [torch.zeros_like(p, dtype=torch.float32) if g is None
-                     else g.to(torch.float32) / float(scale) for g, p in zip(raw, params,
-                                                                             strict=True)]
+                     else g.to(torch.float32) if s == 1.0 else g.to(torch.float32) / s
+                     for g, p in zip(raw, params, strict=True)]
             weights = [p.detach() for p in params]
             if reduce is not None:
                 payload = _to_numpy(reduce(grads, weights))

@@ -325,6 +325,10 @@ def _classify(out: Table, t: Thresholds, ctx: dict[str, Any]) -> Table:
     k_grad = np.asarray(out["kernel_grad_norm"], dtype=np.float64)
     k_weight = np.asarray(out["kernel_weight_norm"], dtype=np.float64)
     dead_fraction = np.asarray(out["dead_unit_fraction"], dtype=np.float64)
+    # Each layer's own evidence against the absolute limits, for all layers at once.
+    over_norm = _decades_array(norms, t.exploding_norm)
+    under_norm = _decades_array(t.vanishing_norm, norms)
+    under_step = _decades_array(t.vanishing_step, rel)
     block_over: dict[tuple[str, str], float] = {}
     block_under: dict[tuple[str, str], float] = {}
     block_signal: dict[tuple[str, str], float] = {}
@@ -358,7 +362,7 @@ def _classify(out: Table, t: Thresholds, ctx: dict[str, Any]) -> Table:
         family = _DEPTH_FAMILY.get(role)
         if role == "embedding":
             signal[i] = rel[i]
-            under = _decades(t.vanishing_step, rel[i])
+            under = under_step[i]
             if under > 0:
                 status[i], decades[i] = "vanishing", under
             continue
@@ -368,13 +372,12 @@ def _classify(out: Table, t: Thresholds, ctx: dict[str, Any]) -> Table:
         signal[i] = block_signal.get(key, float("nan"))
         over = block_over.get(key, 0.0)
         if family == "norm":
-            over = max(over, _decades(norms[i], t.exploding_norm))
+            over = max(over, over_norm[i])
         if over > 0:
             status[i], decades[i] = "exploding", over
             continue
         under = block_under.get(key, 0.0)
-        under = max(under, _decades(t.vanishing_norm, norms[i]) if family == "norm"
-                    else _decades(t.vanishing_step, rel[i]))
+        under = max(under, under_norm[i] if family == "norm" else under_step[i])
         if dead_fraction[i] >= t.dead_fraction and not (
             norms[i] == 0.0 and "vanishing" in status[i + 1:]
         ):
@@ -397,7 +400,7 @@ def _classify(out: Table, t: Thresholds, ctx: dict[str, Any]) -> Table:
             rule[i] = "recurrent cell: judged through time (gradient reaching each timestep)"
     return out.with_columns(
         status=status,
-        decades_beyond=np.asarray(decades, dtype=np.float64),
+        decades_beyond=np.array([float(d) for d in decades]),
         signal=np.asarray(signal, dtype=np.float64),
         through_time=np.asarray(through, dtype=bool),
         rule=rule,
@@ -420,9 +423,21 @@ def _with_kernel_columns(layers: Table) -> Table:
     return out
 
 
+def _decades_array(big: Any, small: Any) -> np.ndarray:
+    """:func:`_decades` element by element (arrays or scalars, broadcast)."""
+    big, small = np.broadcast_arrays(np.asarray(big, dtype=np.float64),
+                                     np.asarray(small, dtype=np.float64))
+    beyond = np.isfinite(big) & np.isfinite(small) & (big > small)
+    out = np.zeros(big.shape)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        out[beyond] = np.where(small[beyond] <= 0.0, np.inf,
+                               np.log10(big[beyond] / small[beyond]))
+    return out
+
+
 def _decades(big: float, small: float) -> float:
     """log10(big / small) when big > small, else 0; infinite when small is 0 and big is not."""
-    if not (np.isfinite(big) and np.isfinite(small)) or big <= small:
+    if not (math.isfinite(big) and math.isfinite(small)) or big <= small:
         return 0.0
     if small <= 0.0:
         return math.inf

@@ -72,7 +72,8 @@ def checkup(model: keras.Model, x: Any, y: Any = None, loss: Any = None,
     # One batch in NumPy form first: a generator or dataset must be read once, and the context's
     # probes (embedding rows, gradient through time) look at the same batch.
     xa, ya, wa = prepare_batch(model, x, y, sample_weight)
-    value, stats = measure_gradients(model, xa, ya, loss, wa)
+    value, stats, variables = measure_gradients(model, xa, ya, loss, wa, checked=True)
     layer_names = list(dict.fromkeys(stats["layer"]))
-    context = model_context(model, layer_names, x=xa, y=ya, loss_fn=resolve_loss(model, loss))
+    context = model_context(model, layer_names, x=xa, y=ya, loss_fn=resolve_loss(model, loss),
+                            variables=variables)
     return diagnose(stats, t, context, loss=value)

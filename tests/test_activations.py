@@ -169,6 +169,7 @@ def test_recommend_bad_input(table):
         A.recommend(candidates=["relu", "nope"], table=table)
 
 
+@pytest.mark.slow  # a course experiment: TensorFlow (the course's backend) run only
 def test_gradient_flow_matches_gradient_stats(digits):
     import keras
 
@@ -188,6 +189,7 @@ def test_gradient_flow_matches_gradient_stats(digits):
     assert first["sigmoid"] < 0.05 * first["relu"]
 
 
+@pytest.mark.slow  # a course experiment: TensorFlow (the course's backend) run only
 def test_performance_ranking_is_ranked_and_complete(digits):
     ranking = AX.performance_ranking(["sigmoid", "relu"], depth=3, epochs=1, seeds=(0,))
     assert list(ranking["rank"]) == [1, 2]

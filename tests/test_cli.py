@@ -81,6 +81,7 @@ def test_checkup_demo_relu_quiet_defaults_to_current_folder_and_exits_0(
     assert json.loads((tmp_path / "report.json").read_text())["status"] == "healthy"
 
 
+@pytest.mark.slow  # the CLI's orchestration; its checkups are tested on every backend
 def test_demo_writes_every_report_and_an_index(tmp_path, capsys):
     out_dir = tmp_path / "reports"
     assert cli.main(["demo", "--out", str(out_dir)]) == cli.EXIT_OK
@@ -97,6 +98,7 @@ def test_demo_writes_every_report_and_an_index(tmp_path, capsys):
         assert f"{norms[0]:.3g}" in out and f"{norms[-1]:.3g}" in out  # first/last columns
 
 
+@pytest.mark.slow  # the CLI's orchestration; its checkups are tested on every backend
 def test_demo_exits_1_when_a_diagnosis_is_not_the_expected_one(tmp_path, capsys, monkeypatch):
     monkeypatch.setitem(cli.EXPECTED_DEMO_STATUS, "relu", "exploding")
     assert cli.main(["demo", "--quiet", "--out", str(tmp_path)]) == cli.EXIT_UNHEALTHY

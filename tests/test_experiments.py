@@ -52,6 +52,7 @@ def test_grid_agrees_with_variance_propagation(small, digits_module):
         np.testing.assert_allclose(got[col].to_numpy(), ref[col].to_numpy(), rtol=1e-5)
 
 
+@pytest.mark.slow  # a course experiment: TensorFlow (the course's backend) run only
 def test_executor_and_eager_give_the_same_table(small, digits_module):
     x, y = digits_module
     with ThreadPoolExecutor(max_workers=2) as pool:

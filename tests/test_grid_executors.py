@@ -40,6 +40,7 @@ def _worker_env() -> dict[str, str]:
             if k in ("KERAS_BACKEND", "TF_CPP_MIN_LOG_LEVEL", "TF_ENABLE_ONEDNN_OPTS")}
 
 
+@pytest.mark.slow  # a process pool of the course grid: TensorFlow run only
 def test_process_pool_gives_the_in_process_table(here, data):
     x, y = data
     spawn = multiprocessing.get_context("spawn")  # fork after TensorFlow/JAX start is unsafe

@@ -8,7 +8,7 @@ from typing import Any
 
 import keras
 
-__all__ = ["preserved_non_trainable_state", "state_variables"]
+__all__ = ["preserved", "preserved_non_trainable_state", "state_variables"]
 
 
 def state_variables(model: keras.Model, include_metrics: bool = True) -> list[Any]:
@@ -39,16 +39,20 @@ def _readable(variable: Any) -> bool:
     return True
 
 
-@contextlib.contextmanager
 def preserved_non_trainable_state(model: keras.Model, include_metrics: bool = False
-                                  ) -> Iterator[None]:
+                                  ) -> contextlib.AbstractContextManager[None]:
     """Restore every non-trainable variable (batch-norm statistics, RNG state) on exit.
 
     A forward pass with ``training=True`` updates batch-norm moving statistics and advances
     seed generators; a gradient checkup must not change the model it examines. With
     ``include_metrics`` the model's metric variables are restored too.
     """
-    variables = state_variables(model, include_metrics)
+    return preserved(state_variables(model, include_metrics))
+
+
+@contextlib.contextmanager
+def preserved(variables: list[Any]) -> Iterator[None]:
+    """Restore ``variables`` (e.g. :func:`state_variables`, read once) to their values on entry."""
     saved = [keras.ops.convert_to_numpy(v.value) for v in variables]
     try:
         yield

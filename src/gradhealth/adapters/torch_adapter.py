@@ -14,7 +14,7 @@ import keras
 import numpy as np
 import torch
 
-from gradhealth.adapters._state import state_variables
+from gradhealth.adapters._state import preserved, state_variables
 
 __all__ = ["USER_ERRORS", "build_step", "run"]
 
@@ -43,18 +43,12 @@ def build_step(model: keras.Model, objective: Any, reduce: Callable | None,
     def wrapper(x, y, sample_weight, scale):
         s = float(scale)
         params = [v.value for v in trainable]
-        saved = [v.value.detach().clone() for v in state]
-        try:
-            with torch.enable_grad():
-                xt, yt, wt = to_tensors(x), to_tensors(y), to_tensors(sample_weight)
-                y_pred = model(xt, training=True) if accepts_training else model(xt)
-                loss = objective.fn(model, xt, yt, y_pred, wt).to(torch.float32)
-                raw = torch.autograd.grad(loss if s == 1.0 else loss * s, params,
-                                          allow_unused=True)
-        finally:
-            with torch.no_grad():
-                for v, value in zip(state, saved, strict=True):
-                    v.assign(value)
+        with preserved(state), torch.enable_grad():
+            xt, yt, wt = to_tensors(x), to_tensors(y), to_tensors(sample_weight)
+            y_pred = model(xt, training=True) if accepts_training else model(xt)
+            loss = objective.fn(model, xt, yt, y_pred, wt).to(torch.float32)
+            raw = torch.autograd.grad(loss if s == 1.0 else loss * s, params,
+                                      allow_unused=True)
         with torch.no_grad():
             grads = [torch.zeros_like(p, dtype=torch.float32) if g is None
                      else g.to(torch.float32) if s == 1.0 else g.to(torch.float32) / s

@@ -14,7 +14,7 @@ import keras
 import numpy as np
 import pandas as pd
 
-from gradhealth._internal.training import build_optimizer
+from gradhealth._internal.training import build_metrics, build_optimizer
 from gradhealth._internal.validation import (
     check_batch_pair,
     check_positive_int,
@@ -78,20 +78,6 @@ class TreatmentResult:
         """Gradient flow before and after, side by side
         (:func:`gradhealth.report.treatment_plots.plot_before_after`)."""
         return plot_before_after(self)
-
-
-def _build_metrics(model: keras.Model, x: Any, y: Any) -> None:
-    """Create the compiled metrics' variables now, in one eager pass on ``x, y``, before ``fit``.
-
-    Without a distribution strategy, Keras' TensorFlow trainer builds ``metrics=["accuracy"]``
-    (choosing the sparse, categorical or binary accuracy from the data) inside the first trace
-    of the train step; a ``tf.function`` that creates variables while it is traced is traced a
-    second time. For notebook 6's 8-layer ``robust_mlp`` that second trace was 2-3 s of a 5-6 s
-    ``fit`` (measured on the 2-core CI machine). The metric state is reset afterwards (``fit``
-    resets it again at every epoch), so training and its history are unchanged.
-    """
-    model.compute_metrics(x, y, model(x, training=False))
-    model.reset_metrics()
 
 
 def treat(
@@ -192,7 +178,7 @@ def treat(
     model.compile(optimizer=plan.optimizer(learning_rate), loss=loss_fn, metrics=["accuracy"],
                   **(compile_kwargs or {}))
     build_optimizer(model)
-    _build_metrics(model, xa[:1], ya[:1])
+    build_metrics(model, xa[:1], ya[:1])
     history = model.fit(xa, ya, epochs=epochs, batch_size=batch_size, verbose=0)
     after = checkup(model, px, py, loss=loss_fn)
     # One eager forward pass: ``predict`` would trace (and on JAX compile) one more function.

@@ -175,3 +175,16 @@ def test_nested_normalization_is_found_in_custom_layers():
     assert len(report.context["normalization_layers"]) == 4
     assert report.context["has_residual"] is None  # a custom call() may add a skip path
     assert "TransformerBlock" in report.context["custom_layers"]
+
+
+def test_embedding_rows_are_the_batch_tokens_and_their_norm_is_exact():
+    # The checkup reduces the touched rows on the device (one number reaches the host); the
+    # reference is the float64 norm of the same rows pulled to NumPy.
+    model, report = run("embedding_text")
+    _, x, _, _ = case("embedding_text").build()
+    info = report.context["embedding_rows"]["tokens"]
+    rows = np.unique(x)
+    table = keras.ops.convert_to_numpy(_layer(model, "tokens").embeddings).astype(np.float64)
+    assert info["rows"] == rows.size and info["of"] == table.shape[0]
+    assert info["source"] == "token ids in x"
+    assert info["weight_norm"] == pytest.approx(np.linalg.norm(table[rows]), rel=1e-5)

@@ -20,6 +20,7 @@ returns plain Python values:
 
 from __future__ import annotations
 
+import functools
 import weakref
 from collections.abc import Callable
 from typing import Any
@@ -205,15 +206,15 @@ def _blocks(model: Any, top_of: Callable[[Any], Any]) -> tuple[dict[int, str], b
     return names, True
 
 
-def _touched_rows(layer: Any, x: Any, grad: np.ndarray | None, weight: np.ndarray,
-                  direct: bool) -> dict[str, Any]:
-    """The embedding rows this batch used and their weight norm."""
+def _touched_rows(x: Any, grad: np.ndarray | None, n_rows: int, direct: bool,
+                  norm_of: Callable[[np.ndarray], float]) -> dict[str, Any]:
+    """The embedding rows this batch used and their weight norm (``norm_of(rows)``)."""
     rows = None
     source = "token ids in x"
     if direct and x is not None:
         ids = np.asarray(x)
         if np.issubdtype(ids.dtype, np.integer) and ids.size and ids.min() >= 0 and \
-                ids.max() < weight.shape[0]:
+                ids.max() < n_rows:
             rows = np.unique(ids)
     if rows is None:
         source = "rows with a non-zero gradient"
@@ -222,8 +223,28 @@ def _touched_rows(layer: Any, x: Any, grad: np.ndarray | None, weight: np.ndarra
         else:
             flat = np.asarray(grad).reshape(grad.shape[0], -1)
             rows = np.flatnonzero(np.any(flat != 0, axis=1))
-    return {"rows": int(rows.size), "of": int(weight.shape[0]), "source": source,
-            "weight_norm": robust_norm(weight[rows]) if rows.size else 0.0}
+    return {"rows": int(rows.size), "of": int(n_rows), "source": source,
+            "weight_norm": norm_of(rows) if rows.size else 0.0}
+
+
+def _device_row_norm(variable: Any, rows: np.ndarray) -> float:
+    """The L2 norm of the finite entries of ``variable[rows]``, computed where the variable lives.
+
+    Only one number reaches the host: pulling a GPU embedding table to take a few rows (16 MB
+    for 8000 x 512) cost a checkup as much as a training step. The rows are selected with a
+    mask of the table's fixed shape (JAX compiles each new shape, and the number of rows
+    changes from batch to batch); the norm is scaled by the largest magnitude, so it neither
+    underflows nor overflows (as :func:`gradhealth.core.stats.robust_norm`, in float32).
+    """
+    ops = keras.ops
+    w = ops.convert_to_tensor(variable.value)
+    mask = np.zeros((int(w.shape[0]),) + (1,) * (len(w.shape) - 1), dtype=bool)
+    mask[rows] = True
+    chosen = ops.where(ops.logical_and(ops.convert_to_tensor(mask), ops.isfinite(w)),
+                       ops.cast(w, "float32"), 0.0)
+    m = ops.max(ops.abs(chosen))
+    scaled = chosen / ops.where(m > 0, m, 1.0)
+    return float(ops.convert_to_numpy(m * ops.sqrt(ops.sum(scaled * scaled))))
 
 
 def _top_level_of(model: Any, layers: list[Any]) -> dict[int, Any]:
@@ -266,13 +287,17 @@ def model_context(model: keras.Model, layer_names: list[str], x: Any = None, y: 
         per_model[key] = _structure(model, layer_names, variables)
     facts, embeddings, recurrent = per_model[key]
     embedding_rows: dict[str, dict[str, Any]] = {}
-    for name, (owner, i, direct) in embeddings.items():
+    for name, (_owner, i, direct) in embeddings.items():
         # Only the embedding tables are read here: the checkup's statistics were reduced on the
         # device, so no other weight reaches the host.
         g = grads[i] if grads is not None else None
-        w = (np.asarray(weights[i]) if weights is not None
-             else np.asarray(keras.ops.convert_to_numpy(variables[i].value)))
-        embedding_rows[name] = _touched_rows(owner, x, g, w, direct)
+        if weights is not None:
+            w = np.asarray(weights[i])
+            norm_of = lambda rows, w=w: robust_norm(w[rows])  # noqa: E731
+        else:
+            norm_of = functools.partial(_device_row_norm, variables[i])
+        embedding_rows[name] = _touched_rows(x, g, int(variables[i].shape[0]), direct,
+                                             norm_of)
     return {
         "model_name": model.name,
         "backend": keras.backend.backend(),

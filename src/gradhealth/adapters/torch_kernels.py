@@ -172,25 +172,43 @@ def finite_guard(grads: list[Any]) -> torch.Tensor:
     return torch.isfinite(_max_abs(_f32(grads))).all()
 
 
+_CONSTANTS: dict[tuple[Any, ...], tuple[torch.Tensor, ...]] = {}
+
+
+def _constants(gs: list[torch.Tensor]) -> tuple[torch.Tensor, ...]:
+    """``(sizes, floors, units, is_scalar)`` per tensor, on the tensors' device, made once per
+    list of shapes: building them from Python lists every step is a blocking host-to-device
+    copy on a GPU, which stalls the step until the device has caught up."""
+    device = gs[0].device if gs else torch.device("cpu")
+    key = (device, *(tuple(g.shape) for g in gs))
+    found = _CONSTANTS.get(key)
+    if found is None:
+        if len(_CONSTANTS) >= 16:  # models come and go (tests, notebooks): keep a few
+            _CONSTANTS.clear()
+        units = [g.shape[-1] if g.dim() >= 2 else g.numel() for g in gs]
+        found = _CONSTANTS[key] = (
+            torch.tensor([g.numel() for g in gs], dtype=torch.float32, device=device),
+            torch.tensor([direct_floor(g.numel()) for g in gs], dtype=torch.float32,
+                         device=device),
+            torch.tensor(units, dtype=torch.float32, device=device),
+            torch.tensor([g.dim() == 0 for g in gs], dtype=torch.bool, device=device))
+    return found
+
+
 def direct_stats(grads: list[Any], weights: list[Any],
                  stats: tuple[str, ...]) -> tuple[torch.Tensor, torch.Tensor]:
     """``(table, ok)`` from one unscaled pass (see ``ops.stats.direct_stats``), with one
     multi-tensor call per statistic."""
     want = set(stats)
     gs, ws = _f32(grads), _f32(weights)
-    device = gs[0].device if gs else None
-    sizes = torch.tensor([g.numel() for g in gs], dtype=torch.float32, device=device)
-    floor = torch.tensor([direct_floor(g.numel()) for g in gs], dtype=torch.float32,
-                         device=device)
+    sizes, floor, n_units, scalar = _constants(gs)
     safe = sizes.clamp(min=1.0)
     nan = torch.full_like(sizes, math.nan)
     if "dead_unit_fraction" in want:
         cols = [torch.linalg.vector_norm(_units(g), ord=_INF, dim=0) if g.dim() >= 2
                 else g.abs().reshape(-1) for g in gs]
         m = torch.stack(torch._foreach_norm(cols, _INF))
-        n_units = torch.tensor([c.numel() for c in cols], dtype=torch.float32, device=device)
         live = torch.stack(torch._foreach_norm(cols, 0))
-        scalar = torch.tensor([g.dim() == 0 for g in gs], device=device)
         dead = torch.where(scalar | (n_units == 0), torch.zeros_like(m),
                            1.0 - live / n_units.clamp(min=1.0))
     else:

@@ -15,7 +15,9 @@ Usage::
     KERAS_BACKEND=jax .venv/bin/python benchmarks/checkup_speed.py --model mlp [--repeats 7]
 
 Models: ``mlp`` (the 30-layer width-64 ReLU demo network, digits batch 256), ``transformer``
-(4 blocks, d=128, 4 heads, sequence 64, batch 32), ``mobilenet`` (MobileNetV2, 224 px, batch 8,
+(4 blocks, d=128, 4 heads, sequence 64, batch 32; ``--full``: the GPU transformer of
+``monitor_overhead.py --full`` and ``../shared/gpu/gpu_bench.py``, 6 post-norm blocks, d=512,
+8 heads, sequence 128, vocabulary 8000, batch 32), ``mobilenet`` (MobileNetV2, 224 px, batch 8,
 random weights).
 """
 
@@ -30,7 +32,8 @@ import gradhealth as gh  # first: it quiets TensorFlow before keras imports it
 # isort: split
 import keras
 import numpy as np
-from monitor_overhead import device_name  # the benchmarks folder is on sys.path
+from monitor_overhead import TRANSFORMER_GPU, device_name  # the benchmarks folder is on sys.path
+from monitor_overhead import transformer as gpu_transformer
 
 MODELS = ("mlp", "transformer", "mobilenet")
 
@@ -51,8 +54,15 @@ def transformer(seq: int = 64, d: int = 128, heads: int = 4, blocks: int = 4,
     return keras.Model(tokens, keras.layers.Dense(classes, name="head")(pooled))
 
 
-def build(name: str, mobilenet_batch: int) -> tuple[str, keras.Model, np.ndarray, np.ndarray]:
+def build(name: str, mobilenet_batch: int, full: bool = False
+          ) -> tuple[str, keras.Model, np.ndarray, np.ndarray]:
     rng = np.random.default_rng(0)
+    if name == "transformer" and full:
+        c = TRANSFORMER_GPU
+        x = rng.integers(0, c["vocab"], size=(c["batch"], c["seq"])).astype("int32")
+        y = rng.integers(0, c["classes"], size=c["batch"])
+        return (f"transformer ({c['blocks']}x d{c['d']}, seq {c['seq']}, batch {c['batch']})",
+                gpu_transformer(**c), x, y)
     if name == "mlp":
         x, y = gh.data.digits_batch(256)
         return "30-layer MLP (width 64, batch 256)", gh.models.demo_network("relu"), x, y
@@ -99,6 +109,8 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=7,
                         help="alternating rounds; the medians are reported (>= 3)")
     parser.add_argument("--mobilenet-batch", type=int, default=8)
+    parser.add_argument("--full", action="store_true",
+                        help="transformer: the GPU size (6 blocks, d=512, seq 128, batch 32)")
     args = parser.parse_args()
     if args.repeats < 3:
         parser.error(f"--repeats must be at least 3. Received: --repeats={args.repeats}")
@@ -106,7 +118,7 @@ def main() -> None:
     print(f"backend: {keras.backend.backend()}   devices: {device}   repeats: {args.repeats}")
     summary = []
     for name in args.model or ["mlp", "mobilenet"]:
-        label, model, x, y = build(name, args.mobilenet_batch)
+        label, model, x, y = build(name, args.mobilenet_batch, args.full)
         *_, ratio = compare(label, model, x, y, args.repeats)
         summary.append(f"{name} {ratio:.2f}x")
     print(f"summary [{keras.backend.backend()}]: checkup / train_on_batch = "

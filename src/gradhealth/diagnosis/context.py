@@ -231,17 +231,23 @@ def _device_row_norm(variable: Any, rows: np.ndarray) -> float:
     """The L2 norm of the finite entries of ``variable[rows]``, computed where the variable lives.
 
     Only one number reaches the host: pulling a GPU embedding table to take a few rows (16 MB
-    for 8000 x 512) cost a checkup as much as a training step. The rows are selected with a
-    mask of the table's fixed shape (JAX compiles each new shape, and the number of rows
-    changes from batch to batch); the norm is scaled by the largest magnitude, so it neither
-    underflows nor overflows (as :func:`gradhealth.core.stats.robust_norm`, in float32).
+    for 8000 x 512) cost a checkup as much as a training step. The rows are gathered in a
+    power-of-two count, the padding masked out (JAX compiles once per count, and the number of
+    rows changes from batch to batch; a gather keeps memory at the rows, not the table). The
+    norm is scaled by the largest magnitude, so it neither underflows nor overflows (as
+    :func:`gradhealth.core.stats.robust_norm`, in float32).
     """
     ops = keras.ops
-    w = ops.convert_to_tensor(variable.value)
-    mask = np.zeros((int(w.shape[0]),) + (1,) * (len(w.shape) - 1), dtype=bool)
-    mask[rows] = True
-    chosen = ops.where(ops.logical_and(ops.convert_to_tensor(mask), ops.isfinite(w)),
-                       ops.cast(w, "float32"), 0.0)
+    n = int(rows.size)
+    k = 1 << max(0, (n - 1).bit_length())
+    index = np.zeros(k, dtype="int32")
+    index[:n] = rows
+    valid = np.zeros((k,) + (1,) * (len(variable.shape) - 1), dtype=bool)
+    valid[:n] = True
+    picked = ops.take(ops.convert_to_tensor(variable.value), ops.convert_to_tensor(index),
+                      axis=0)
+    chosen = ops.where(ops.logical_and(ops.convert_to_tensor(valid), ops.isfinite(picked)),
+                       ops.cast(picked, "float32"), 0.0)
     m = ops.max(ops.abs(chosen))
     scaled = chosen / ops.where(m > 0, m, 1.0)
     return float(ops.convert_to_numpy(m * ops.sqrt(ops.sum(scaled * scaled))))

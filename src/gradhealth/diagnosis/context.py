@@ -20,7 +20,6 @@ returns plain Python values:
 
 from __future__ import annotations
 
-import functools
 import weakref
 from collections.abc import Callable
 from typing import Any
@@ -206,9 +205,9 @@ def _blocks(model: Any, top_of: Callable[[Any], Any]) -> tuple[dict[int, str], b
     return names, True
 
 
-def _touched_rows(x: Any, grad: np.ndarray | None, n_rows: int, direct: bool,
-                  norm_of: Callable[[np.ndarray], float]) -> dict[str, Any]:
-    """The embedding rows this batch used and their weight norm (``norm_of(rows)``)."""
+def _touched_rows(x: Any, grad: np.ndarray | None, n_rows: int, direct: bool
+                  ) -> tuple[np.ndarray, str]:
+    """The embedding rows this batch used, and how they were found."""
     rows = None
     source = "token ids in x"
     if direct and x is not None:
@@ -223,8 +222,7 @@ def _touched_rows(x: Any, grad: np.ndarray | None, n_rows: int, direct: bool,
         else:
             flat = np.asarray(grad).reshape(grad.shape[0], -1)
             rows = np.flatnonzero(np.any(flat != 0, axis=1))
-    return {"rows": int(rows.size), "of": int(n_rows), "source": source,
-            "weight_norm": norm_of(rows) if rows.size else 0.0}
+    return rows, source
 
 
 def _device_row_norm(variable: Any, rows: np.ndarray) -> float:
@@ -296,14 +294,13 @@ def model_context(model: keras.Model, layer_names: list[str], x: Any = None, y: 
     for name, (_owner, i, direct) in embeddings.items():
         # Only the embedding tables are read here: the checkup's statistics were reduced on the
         # device, so no other weight reaches the host.
-        g = grads[i] if grads is not None else None
-        if weights is not None:
-            w = np.asarray(weights[i])
-            norm_of = lambda rows, w=w: robust_norm(w[rows])  # noqa: E731
-        else:
-            norm_of = functools.partial(_device_row_norm, variables[i])
-        embedding_rows[name] = _touched_rows(x, g, int(variables[i].shape[0]), direct,
-                                             norm_of)
+        n_rows = int(variables[i].shape[0])
+        rows, source = _touched_rows(x, grads[i] if grads is not None else None, n_rows, direct)
+        norm = (0.0 if not rows.size
+                else robust_norm(np.asarray(weights[i])[rows]) if weights is not None
+                else _device_row_norm(variables[i], rows))
+        embedding_rows[name] = {"rows": int(rows.size), "of": n_rows, "source": source,
+                                "weight_norm": norm}
     return {
         "model_name": model.name,
         "backend": keras.backend.backend(),

@@ -36,9 +36,9 @@ from keras import ops
 from gradhealth.core.stats import CORE_STATS, DEVICE_STATS, DIRECT_MAX, direct_floor
 from gradhealth.ops.control import cond
 
-__all__ = ["CORE_STATS", "DEVICE_STATS", "N_SCAN", "N_SUMS", "combine_stats", "device_stats",
-           "direct_stats", "direct_stats_grouped", "finite_guard", "grad_histograms", "grad_scan",
-           "resolve_stats", "scaled_sums", "variable_sizes"]
+__all__ = ["CORE_STATS", "DEVICE_STATS", "N_SCAN", "N_SUMS", "all_finite", "combine_stats",
+           "device_stats", "direct_stats", "direct_stats_grouped", "finite_guard",
+           "grad_histograms", "grad_scan", "resolve_stats", "scaled_sums", "variable_sizes"]
 
 _NONFINITE = DEVICE_STATS.index("nonfinite_count")
 
@@ -427,7 +427,20 @@ def finite_guard(grads: list[Any], cond: Any = cond) -> Any:
         return ops.convert_to_tensor(True)
     total = ops.sum(ops.stack([ops.sum(ops.cast(g, "float32")) for g in grads]))
     return cond(ops.isfinite(total), lambda: ops.convert_to_tensor(True),
-                lambda: ops.all(ops.stack([ops.all(ops.isfinite(g)) for g in grads])))
+                lambda: all_finite(grads))
+
+
+def all_finite(grads: list[Any]) -> Any:
+    """A boolean scalar: every entry of every gradient is finite, with no conditional.
+
+    One ``isfinite``-and-``all`` per gradient: under XLA each is one fused reduction, the same
+    pass as :func:`finite_guard`'s sum, with nothing to confirm afterwards. On an accelerator
+    that matters: a conditional there reads its predicate on the host, so the device waits for
+    the host in the middle of every step.
+    """
+    if not grads:
+        return ops.convert_to_tensor(True)
+    return ops.all(ops.stack([ops.all(ops.isfinite(g)) for g in grads]))
 
 
 def _mask(table: Any, stats: tuple[str, ...]) -> Any:
@@ -447,9 +460,12 @@ def device_stats(grads: list[Any], weights: list[Any], kernels: Any = None,
     every other statistic, and norms are scaled so float32 never underflows. One pass over each
     gradient and each weight when the values allow it (:func:`direct_stats`, nearly always),
     else the two exact passes (:func:`grad_scan`, :func:`scaled_sums`), chosen on the device
-    (:func:`gradhealth.ops.control.cond`). (A single concatenated vector with segment reductions was measured too:
-    fewer operations, but 4x (TensorFlow) to 10x (torch) slower per step on CPU, where segment
-    reductions are scatters.)
+    (:func:`gradhealth.ops.control.cond`). Kernels marked ``branch_free`` (JAX on a GPU or
+    TPU, :func:`gradhealth.adapters.fused.stats_kernels`) always run the two exact passes: there
+    a conditional reads its predicate on the host, a stall in the middle of the step that costs
+    more than the extra pass. (A single concatenated vector with segment reductions was
+    measured too: fewer operations, but 4x (TensorFlow) to 10x (torch) slower per step on CPU,
+    where segment reductions are scatters.)
 
     Args:
         grads: Dense gradient tensors (no ``None``; pass zeros for an unconnected variable).
@@ -467,13 +483,15 @@ def device_stats(grads: list[Any], weights: list[Any], kernels: Any = None,
     k = kernels if kernels is not None else _GENERIC
     if not grads:
         return ops.zeros((0, len(DEVICE_STATS)), "float32")
-    table, ok = k.direct_stats(grads, weights, stats)
 
     def exact() -> Any:
         scan = k.grad_scan(grads)
         return _mask(combine_stats(scan, k.scaled_sums(grads, weights, scan),
                                    variable_sizes(weights)), stats)
 
+    if getattr(k, "branch_free", False):
+        return exact()
+    table, ok = k.direct_stats(grads, weights, stats)
     return k.cond(ops.all(ok), lambda: table, exact)
 
 
@@ -486,6 +504,7 @@ class _Generic:
     finite_guard = staticmethod(finite_guard)
     cond = staticmethod(cond)
     grad_histograms = staticmethod(grad_histograms)
+    branch_free = False
 
 
 _GENERIC = _Generic()

@@ -13,6 +13,7 @@ import keras
 from keras import ops
 
 from gradhealth.adapters import distribute
+from gradhealth.adapters.fused import branch_free
 from gradhealth.adapters.keras_compat import optimizer_own_variables
 
 __all__ = ["GradientWrapperOptimizer", "resolve_optimizer"]
@@ -166,6 +167,14 @@ class GradientWrapperOptimizer(keras.optimizers.Optimizer):
 
         if finite is None:
             new_t, new_inner = update()
+        elif branch_free():
+            # On an accelerator a conditional stalls the step on the host (see
+            # `fused.branch_free`): apply always and keep the old values where not finite.
+            new_t, new_inner = update()
+            new_t = [ops.where(finite, n, o) for n, o in zip(new_t, trainable_variables,
+                                                                strict=True)]
+            new_inner = [ops.where(finite, n, o) for n, o in zip(new_inner, inner_values,
+                                                                    strict=True)]
         else:
             new_t, new_inner = ops.cond(finite, update,
                                         lambda: (trainable_variables, inner_values))

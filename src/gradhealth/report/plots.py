@@ -58,7 +58,8 @@ def plot_gradient_flow(report: Any, ax: Any = None, title: str | None = None) ->
     Args:
         report: A :class:`~gradhealth.HealthReport` (or anything with a ``layers`` DataFrame
             holding ``layer``, ``grad_norm`` and ``status``).
-        ax: A matplotlib Axes to draw on; a new figure when None.
+        ax: A matplotlib Axes to draw on (its figure's layout is left to the caller); a new,
+            laid-out figure when None.
         title: Plot title (default: model name, status and score).
 
     Returns:
@@ -66,7 +67,8 @@ def plot_gradient_flow(report: Any, ax: Any = None, title: str | None = None) ->
     """
     plt = pyplot()
     layers = report.layers
-    if ax is None:
+    own = ax is None  # a caller's Axes: the caller lays its figure out
+    if own:
         fig, ax = plt.subplots(figsize=(max(6.0, 0.22 * len(layers) + 3), 3.6))
     else:
         fig = ax.figure
@@ -91,7 +93,8 @@ def plot_gradient_flow(report: Any, ax: Any = None, title: str | None = None) ->
     ax.legend(handles=[Patch(color=STATUS_COLORS.get(s, "#9e9e9e"), label=s) for s in seen],
               loc="best", fontsize=8)
     ax.grid(True, axis="y", which="major", alpha=0.3)
-    fig.tight_layout()
+    if own:
+        fig.tight_layout()
     return fig
 
 
@@ -100,13 +103,15 @@ def compare_gradient_flow(reports: dict[str, Any], ax: Any = None) -> Any:
 
     Args:
         reports: Mapping label -> HealthReport.
-        ax: Axes to draw on; new figure when None.
+        ax: Axes to draw on (its figure's layout is left to the caller); a new, laid-out
+            figure when None.
 
     Returns:
         The matplotlib Figure.
     """
     plt = pyplot()
-    if ax is None:
+    own = ax is None  # a caller's Axes: the caller lays its figure out
+    if own:
         fig, ax = plt.subplots(figsize=(8, 4))
     else:
         fig = ax.figure
@@ -120,7 +125,8 @@ def compare_gradient_flow(reports: dict[str, Any], ax: Any = None) -> Any:
     ax.set_title("Gradient flow compared")
     ax.legend(fontsize=8)
     ax.grid(True, which="major", alpha=0.3)
-    fig.tight_layout()
+    if own:
+        fig.tight_layout()
     return fig
 
 
@@ -143,7 +149,8 @@ def plot_time_profiles(report: Any, ax: Any = None, title: str | None = None) ->
 
     Args:
         report: A :class:`~gradhealth.HealthReport` (or anything with a ``context`` dict).
-        ax: Axes to draw on; a new figure when None.
+        ax: Axes to draw on (its figure's layout is left to the caller); a new, laid-out
+            figure when None.
         title: Plot title.
 
     Returns:
@@ -158,7 +165,8 @@ def plot_time_profiles(report: Any, ax: Any = None, title: str | None = None) ->
         raise ValueError("The report has no gradient-through-time profile: the model has no "
                          "top-level recurrent layer whose input could be reached.")
     plt = pyplot()
-    if ax is None:
+    own = ax is None  # a caller's Axes: the caller lays its figure out
+    if own:
         fig, ax = plt.subplots(figsize=(7.0, 3.6))
     else:
         fig = ax.figure
@@ -177,5 +185,6 @@ def plot_time_profiles(report: Any, ax: Any = None, title: str | None = None) ->
     ax.set_title(title or "Gradient reaching each timestep")
     ax.legend(fontsize=8, loc="best")
     ax.grid(True, which="major", alpha=0.3)
-    fig.tight_layout()
+    if own:
+        fig.tight_layout()
     return fig

@@ -55,13 +55,15 @@ def plot_gradient_flow(flow: Any, ax: Any = None) -> Any:
 
     Args:
         flow: The DataFrame of :func:`gradhealth.course.activation_experiments.gradient_flow`.
-        ax: Axes to draw on (default: a new figure).
+        ax: Axes to draw on, its figure's layout left to the caller (default: a new,
+            laid-out figure).
 
     Returns:
         The matplotlib Figure.
     """
     plt = pyplot()
-    if ax is None:
+    own = ax is None  # a caller's Axes: the caller lays its figure out
+    if own:
         fig, ax = plt.subplots(figsize=(9, 4.5))
     else:
         fig = ax.figure
@@ -73,7 +75,8 @@ def plot_gradient_flow(flow: Any, ax: Any = None) -> Any:
            ylabel="||dL/dW|| (log scale)")
     ax.grid(alpha=0.3, which="both")
     ax.legend(fontsize=8, ncol=2)
-    fig.tight_layout()
+    if own:
+        fig.tight_layout()
     return fig
 
 

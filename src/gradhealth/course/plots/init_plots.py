@@ -79,14 +79,16 @@ def plot_variance_by_layer(table: Any, value: str = "activation_variance",
         value: Column to draw (``activation_variance``, ``gradient_variance``,
             ``kernel_grad_norm``...).
         by: Column whose values get one line each (several columns: pass a list).
-        ax: Axes to draw on.
+        ax: Axes to draw on, its figure's layout left to the caller (default: a new,
+            laid-out figure).
         title: Title (default: from ``value``).
 
     Returns:
         The matplotlib Figure.
     """
     plt = pyplot()
-    if ax is None:
+    own = ax is None  # a caller's Axes: the caller lays its figure out
+    if own:
         fig, ax = plt.subplots(figsize=(8, 4.5))
     else:
         fig = ax.figure
@@ -100,7 +102,8 @@ def plot_variance_by_layer(table: Any, value: str = "activation_variance",
            ylabel=f"{value.replace('_', ' ')} (log scale)")
     ax.grid(alpha=0.3, which="both")
     ax.legend(fontsize=8)
-    fig.tight_layout()
+    if own:
+        fig.tight_layout()
     return fig
 
 
@@ -109,13 +112,15 @@ def plot_lsuv_history(history: Any, ax: Any = None) -> Any:
 
     Args:
         history: The DataFrame returned by :func:`gradhealth.lsuv_init`.
-        ax: Axes to draw on.
+        ax: Axes to draw on, its figure's layout left to the caller (default: a new,
+            laid-out figure).
 
     Returns:
         The matplotlib Figure.
     """
     plt = pyplot()
-    if ax is None:
+    own = ax is None  # a caller's Axes: the caller lays its figure out
+    if own:
         fig, ax = plt.subplots(figsize=(8, 4.5))
     else:
         fig = ax.figure
@@ -133,7 +138,8 @@ def plot_lsuv_history(history: Any, ax: Any = None) -> Any:
            ylabel="output variance on the batch (log scale)")
     ax.grid(alpha=0.3, which="both")
     ax.legend(fontsize=8, ncol=2)
-    fig.tight_layout()
+    if own:
+        fig.tight_layout()
     return fig
 
 

@@ -59,14 +59,19 @@ class Snapshots(keras.callbacks.Callback):
 
 def primitives(jaxpr) -> set[str]:
     """Every primitive of a closed jaxpr, sub-jaxprs included."""
-    import jax
-
     found, todo = set(), [jaxpr.jaxpr]
     while todo:
         for eqn in todo.pop().eqns:
             found.add(eqn.primitive.name)
-            for sub in jax.core.jaxprs_in_params(eqn.params):
-                todo.append(sub)
+            params = list(eqn.params.values())
+            while params:  # sub-jaxprs sit in params, alone or in tuples (cond's branches)
+                value = params.pop()
+                if isinstance(value, (tuple, list)):
+                    params.extend(value)
+                elif hasattr(value, "eqns"):
+                    todo.append(value)
+                elif hasattr(value, "jaxpr") and hasattr(value.jaxpr, "eqns"):
+                    todo.append(value.jaxpr)
     return found
 
 

@@ -61,7 +61,8 @@ def branch_free(backend: str | None = None) -> bool:
 
     True for JAX when its default device is an accelerator: XLA runs a conditional on a GPU by
     copying the predicate to the host and waiting for it, so the device idles in the middle of
-    every step (measured on an H200: half of the monitor's cost on a transformer). On a CPU the
+    every step (on an H200, the monitor's cost on a d=512 transformer at ``every=1`` went from
+    1.39x to 1.11x of a step without it). On a CPU the
     host and the device are the same, and the one-pass statistics with a rarely taken fallback
     are the faster choice.
 

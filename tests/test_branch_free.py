@@ -88,9 +88,8 @@ def test_only_jax_goes_branch_free(forced):
         assert fused.branch_free() is (jax.default_backend() != "cpu")
 
 
-@pytest.mark.skipif(not JAX, reason="the branch-free step is JAX's")
-def test_the_monitored_step_holds_no_conditional(forced):
-    """Default monitor settings (every=1, on_nonfinite="skip"): statistics, guard and skip."""
+def monitored_step_primitives() -> set[str]:
+    """The primitives of a default monitor's traced ``stateless_apply`` (every=1, skip)."""
     import jax
 
     model = make_model()
@@ -100,22 +99,20 @@ def test_the_monitored_step_holds_no_conditional(forced):
     opt = model.optimizer
     tvs = [v.value for v in model.trainable_variables]
     grads = [np.ones(v.shape, "float32") for v in model.trainable_variables]
-    names = primitives(jax.make_jaxpr(
-        lambda ov, g, t: opt.stateless_apply(ov, g, t))([v.value for v in opt.variables], grads,
-                                                         tvs))
-    monitor.on_train_end()
+    try:
+        return primitives(jax.make_jaxpr(opt.stateless_apply)(
+            [v.value for v in opt.variables], grads, tvs))
+    finally:
+        monitor.on_train_end()
+
+
+@pytest.mark.skipif(not JAX, reason="the branch-free step is JAX's")
+def test_the_monitored_step_holds_no_conditional(forced):
+    """Default monitor settings (every=1, on_nonfinite="skip"): statistics, guard and skip."""
+    names = monitored_step_primitives()
     assert "cond" not in names and "reduce_max" in names  # the statistics are in there
     fused.BRANCH_FREE = False  # and the default CPU step does branch
-    model = make_model()
-    monitor = GradientHealthMonitor()
-    monitor.set_model(model)
-    monitor.on_train_begin()
-    opt = model.optimizer
-    names = primitives(jax.make_jaxpr(
-        lambda ov, g, t: opt.stateless_apply(ov, g, t))([v.value for v in opt.variables], grads,
-                                                         tvs))
-    monitor.on_train_end()
-    assert "cond" in names
+    assert "cond" in monitored_step_primitives()
 
 
 @pytest.mark.skipif(not JAX, reason="the branch-free step is JAX's")

@@ -296,9 +296,12 @@ def model_context(model: keras.Model, layer_names: list[str], x: Any = None, y: 
         # device, so no other weight reaches the host.
         n_rows = int(variables[i].shape[0])
         rows, source = _touched_rows(x, grads[i] if grads is not None else None, n_rows, direct)
-        norm = (0.0 if not rows.size
-                else robust_norm(np.asarray(weights[i])[rows]) if weights is not None
-                else _device_row_norm(variables[i], rows))
+        if not rows.size:
+            norm = 0.0
+        elif weights is not None:  # the gradients came to the host: so did the weights
+            norm = robust_norm(np.asarray(weights[i])[rows])
+        else:
+            norm = _device_row_norm(variables[i], rows)
         embedding_rows[name] = {"rows": int(rows.size), "of": n_rows, "source": source,
                                 "weight_norm": norm}
     return {

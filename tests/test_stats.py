@@ -6,7 +6,7 @@ import math
 
 import numpy as np
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
@@ -65,6 +65,8 @@ def test_huge_values_do_not_overflow():
 
 @settings(max_examples=60, deadline=None)
 @given(scaled_arrays(), st.integers(0, 3))
+# entries far from zero: a non-power-of-two scale rounded the std by 1.3e-6 (found by CI)
+@example(np.array([-10.0, -60.0, -57.1875], dtype=np.float32), 1)
 def test_tensor_stats_match_numpy_reference(a, n_poison):
     a = a.copy()
     flat = a.reshape(-1)

@@ -154,10 +154,15 @@ def tensor_stats(grad: Any, weight: Any | None = None) -> dict[str, float]:
     if flat.size:
         max_abs = float(np.max(np.abs(flat)))
         if max_abs > 0.0:
-            scaled = flat * flat.dtype.type(1.0 / max_abs) if max_abs < 1e300 else flat / max_abs
-            norm = max_abs * math.sqrt(float(np.sum(scaled * scaled, dtype=np.float64)))
-            mean_abs = max_abs * float(np.sum(np.abs(scaled), dtype=np.float64)) / flat.size
-            std = max_abs * float(np.std(scaled, dtype=np.float64))
+            # Scaled by a power of two near max_abs (exact): dividing by max_abs itself rounds
+            # every entry, which for entries far from zero (mean >> std) becomes a 1e-6 error
+            # in the standard deviation.
+            exponent = math.frexp(max_abs)[1]
+            unit = math.ldexp(1.0, exponent)
+            scaled = np.ldexp(flat.astype(np.float64), -exponent)
+            norm = unit * math.sqrt(float(np.sum(scaled * scaled)))
+            mean_abs = unit * float(np.sum(np.abs(scaled))) / flat.size
+            std = unit * float(np.std(scaled))
         else:
             norm = mean_abs = std = 0.0
     zero_fraction = (size - np.count_nonzero(garr)) / size if size else 0.0

@@ -19,7 +19,7 @@ from typing import Any
 
 import torch
 
-from gradhealth.core.stats import DEVICE_STATS, DIRECT_MAX, direct_floor
+from gradhealth.core.stats import DEVICE_STATS, DIRECT_MAX, ZERO_CHECK_BELOW, direct_floor
 
 __all__ = ["DIRECT_RANGE", "direct_stats", "finite_guard", "grad_histograms", "grad_scan",
            "scaled_sums"]
@@ -219,7 +219,15 @@ def direct_stats(grads: list[Any], weights: list[Any],
     wnorm = nan
     if "weight_norm" in want:
         wnorm = torch.stack(torch._foreach_norm(ws, 2))
-        ok &= torch.isfinite(wnorm) & (wnorm * wnorm >= floor * floor)
+        w_ok = wnorm * wnorm >= floor * floor
+        # A zero norm is exact when every entry is 0 (the zero-initialized biases of a fresh
+        # model), as in ops.stats: small variables only, checked only when one has norm 0.
+        zero = (wnorm == 0) & (sizes < ZERO_CHECK_BELOW)
+        if bool(zero.any()):   # eager; the caller's cond reads `ok` on the host right after
+            idx = zero.nonzero().flatten()
+            w_max = torch.stack(torch._foreach_norm([ws[i] for i in idx.tolist()], _INF))
+            w_ok = w_ok.index_put((idx,), w_max == 0)
+        ok &= torch.isfinite(wnorm) & w_ok
     std = nan
     if "grad_std" in want:
         d1, d2 = [], []

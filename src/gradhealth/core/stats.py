@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["CORE_STATS", "DEVICE_STATS", "DIRECT_MAX", "STAT_COLUMNS", "combine_norms",
+__all__ = ["CORE_STATS", "DEVICE_STATS", "DIRECT_MAX", "STAT_COLUMNS", "ZERO_CHECK_BELOW", "combine_norms",
            "dead_unit_fraction", "direct_floor", "robust_norm", "tensor_stats"]
 
 DEVICE_STATS: tuple[str, ...] = ("grad_norm", "grad_mean_abs", "grad_max_abs", "grad_std",
@@ -34,6 +34,12 @@ column, ``grad_to_weight`` and the TensorBoard histograms need. One pass over ea
 DIRECT_MAX: float = 2.0 ** 40
 """Largest ``max |g|`` whose float32 sums of squares need no scaling: ``n * m^2`` stays below
 float32's 3.4e38 for any ``n < 2^47``."""
+
+ZERO_CHECK_BELOW: int = 16384
+"""Variables with fewer entries than this get one more test in the one-pass statistics: is the
+weight all zeros? (Its sum of squares is then 0 and exact, where a zero sum could also mean
+entries too small to square in float32.) Every fresh model has such variables (biases,
+normalization offsets); for a large variable the test would be one more pass per step."""
 
 
 def direct_floor(size: int) -> float:

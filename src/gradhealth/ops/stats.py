@@ -33,7 +33,13 @@ from typing import Any
 import numpy as np
 from keras import ops
 
-from gradhealth.core.stats import CORE_STATS, DEVICE_STATS, DIRECT_MAX, direct_floor
+from gradhealth.core.stats import (
+    CORE_STATS,
+    DEVICE_STATS,
+    DIRECT_MAX,
+    ZERO_CHECK_BELOW,
+    direct_floor,
+)
 from gradhealth.ops.control import cond
 
 __all__ = ["CORE_STATS", "DEVICE_STATS", "N_SCAN", "N_SUMS", "all_finite", "combine_stats",
@@ -358,8 +364,14 @@ def _direct_group(g: Any, w: Any, shape: tuple[int, ...], want: set[str],
     qw = ops.zeros((k,), "float32")
     if "weight_norm" in want:
         qw = rows_sumsq(w)
-        ok = ops.logical_and(ok, ops.logical_and(ops.isfinite(qw),
-                                                 qw >= direct_floor(size) ** 2))
+        w_ok = qw >= direct_floor(size) ** 2
+        if size < ZERO_CHECK_BELOW:
+            # A zero sum of squares is exact when every entry is 0: the zero-initialized biases
+            # and normalization offsets of every fresh model. Without this, each checkup of an
+            # untrained model took the two exact passes (a 50-block residual MLP's eager
+            # checkup on TensorFlow: 1.5 s, 0.84 s with it).
+            w_ok = ops.logical_or(w_ok, ops.all(ops.equal(w, 0.0), axis=1))
+        ok = ops.logical_and(ok, ops.logical_and(ops.isfinite(qw), w_ok))
     std = nan
     if "grad_std" in want:
         if size > 1:

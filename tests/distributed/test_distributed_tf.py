@@ -181,3 +181,28 @@ def test_monitor_with_mixed_precision_matches_one_device():
     # float16 forward passes on half batches round differently: 1e-3, float16's resolution.
     np.testing.assert_allclose(histories[1].global_norm.to_numpy(),
                                histories[0].global_norm.to_numpy(), rtol=1e-3)
+
+
+def test_a_second_monitored_fit_reuses_its_step_and_matches_one_device():
+    """The monitored train function kept between fits (tests/test_monitor_refit.py) is a
+    distributed function here: reused, it must still sum the replicas' gradients."""
+    x, y = data()
+    runs = {}
+    for distributed in (False, True):
+        model = build(lambda: keras.optimizers.SGD(0.01), distributed)
+        seen, histories = [], []
+        for _ in range(2):
+            monitor = gh.GradientHealthMonitor(stats="all")
+            model.fit(x, y, batch_size=GLOBAL_BATCH, epochs=1, shuffle=False, verbose=0,
+                      callbacks=[monitor])
+            seen.append(model.__dict__["_gradhealth_fit_cache"].entries.copy())
+            histories.append(monitor.history)
+        runs[distributed] = (model, histories)
+        (entry_1,), (entry_2,) = seen[0].values(), seen[1].values()
+        assert entry_1[2] is entry_2[2]  # the same train function both times
+    (one, h_one), (two, h_two) = runs[False], runs[True]
+    for a, b in zip(h_one, h_two, strict=True):
+        for col in ("grad_norm", "global_norm", "weight_norm"):
+            np.testing.assert_allclose(b[col].to_numpy(), a[col].to_numpy(), rtol=REL)
+    for a, b in zip(one.weights, two.weights, strict=True):
+        np.testing.assert_allclose(np.asarray(b), np.asarray(a), rtol=1e-5, atol=1e-7)

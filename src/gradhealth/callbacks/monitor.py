@@ -69,7 +69,7 @@ from gradhealth.optim.monitoring import (
 )
 from gradhealth.report.monitor_plots import plot_monitor
 
-__all__ = ["DEFAULT_PULL_SECONDS", "HISTORY_COLUMNS", "GradientHealthMonitor",
+__all__ = ["DEFAULT_PULL_SECONDS", "FIT_CACHE_SIZE", "HISTORY_COLUMNS", "GradientHealthMonitor",
            "GradientHealthWarning"]
 
 ON_NONFINITE: tuple[str, ...] = ("skip", "stop", "warn")
@@ -136,6 +136,11 @@ class GradientHealthMonitor(keras.callbacks.Callback):
     or ``pull_seconds`` of training. ``on_nonfinite="stop"`` reads the three step counters
     every step and ``on_explosion="stop"`` pulls every logged step, so that training stops right
     after the step that fired.
+
+    The monitored train step is traced (TensorFlow) or compiled (JAX) at the start of the
+    first monitored ``fit`` of a model; later ``fit`` calls of that model, compiled the same
+    way, with a monitor of the same settings reuse it (:data:`FIT_CACHE_SIZE` settings per
+    model), and after each ``fit`` the model gets its own train function back, untouched.
 
     Raises:
         ValueError, TypeError: Invalid arguments (named in the message).
@@ -266,24 +271,42 @@ class GradientHealthMonitor(keras.callbacks.Callback):
         super().set_model(model)
         if optimizer is not self._optimizer:
             wrapper = optimizer if isinstance(optimizer, MonitoringOptimizer) else None
-            if wrapper is None or (wrapper.every, wrapper.skip_nonfinite, wrapper.clip_norm,
-                                   wrapper.buffer_steps, wrapper.histogram_buckets,
-                                   wrapper.stats) != self._wrapper_settings():
+            reused = None
+            self._fit_key = None
+            if wrapper is None:
+                self._fit_key = _fit_key(model, optimizer, self._wrapper_settings())
+                reused = _fit_cache(model).get(self._fit_key)
+            if reused is not None:
+                wrapper = reused[0]
+            elif wrapper is None or (wrapper.every, wrapper.skip_nonfinite, wrapper.clip_norm,
+                                     wrapper.buffer_steps, wrapper.histogram_buckets,
+                                     wrapper.stats) != self._wrapper_settings():
                 wrapper = self.wrap(optimizer)
             if not wrapper.built and model.built:
                 # Create the variables now: a tf.function that creates variables while tracing
                 # is traced twice.
                 wrapper.build(model.trainable_variables)
+            self._plain_train_function = model.train_function
             model.optimizer = wrapper
             self._optimizer = wrapper
-            model.make_train_function(force=True)
+            if reused is not None:
+                model.train_function = reused[1]
+            else:
+                model.make_train_function(force=True)
 
     def _uninstall(self) -> None:
         model, wrapper = getattr(self, "_model", None), self._optimizer
         if model is not None and wrapper is not None and model.optimizer is wrapper:
+            if getattr(self, "_fit_key", None) is not None and model.train_function is not None:
+                _fit_cache(model).put(self._fit_key, (wrapper, model.train_function))
             model.optimizer = wrapper.inner_optimizer
-            model.make_train_function(force=True)
+            plain = getattr(self, "_plain_train_function", None)
+            if plain is not None:
+                model.train_function = plain
+            else:
+                model.make_train_function(force=True)
         self._optimizer = None
+        self._plain_train_function = None
 
     # -- reading device state -----------------------------------------------------------------
     def _read(self, variable: Any) -> np.ndarray:
@@ -529,3 +552,53 @@ class GradientHealthMonitor(keras.callbacks.Callback):
         """Figures of the history: ``"norms"`` (norm per layer over steps), ``"heatmap"``
         (layer x step) or ``"both"``; see :mod:`gradhealth.report.monitor_plots`."""
         return plot_monitor(self.history, alerts=self.alerts, kind=kind)
+
+
+FIT_CACHE_SIZE: int = 4
+"""Monitored train functions kept per model (least recently used dropped first)."""
+
+
+class _FitCache:
+    """A model's monitored train functions, kept between ``fit`` calls.
+
+    Installing the monitoring optimizer changes the train step, which TensorFlow traces and JAX
+    compiles again: for a 20x256 MLP on 2 CPU cores, 6-8 s at the start of every monitored
+    ``fit``. Kept here (with the wrapper whose variables the step uses), a later ``fit`` of the
+    same model, compiled the same way, with a monitor of the same settings reuses them; the
+    user's own train function is put back after each monitored ``fit``, so an unmonitored
+    ``fit`` after a monitored one is not traced again either.
+    """
+
+    def __init__(self) -> None:
+        self.entries: dict[tuple[Any, ...], tuple[Any, Any, Any]] = {}
+
+    def get(self, key: tuple[Any, ...]) -> tuple[Any, Any] | None:
+        entry = self.entries.pop(key[0], None)
+        if entry is None or entry[0] != key[1:]:
+            return None
+        self.entries[key[0]] = entry  # most recently used last
+        return entry[1], entry[2]
+
+    def put(self, key: tuple[Any, ...], value: tuple[Any, Any]) -> None:
+        self.entries.pop(key[0], None)
+        self.entries[key[0]] = (key[1:], *value)
+        while len(self.entries) > FIT_CACHE_SIZE:
+            self.entries.pop(next(iter(self.entries)))
+
+
+def _fit_cache(model: keras.Model) -> _FitCache:
+    cache = model.__dict__.get("_gradhealth_fit_cache")
+    if cache is None:
+        cache = _FitCache()
+        # Not through Layer.__setattr__: the cache is no state of the model's to track or save.
+        object.__setattr__(model, "_gradhealth_fit_cache", cache)
+    return cache
+
+
+def _fit_key(model: keras.Model, optimizer: Any, settings: tuple[Any, ...]) -> tuple[Any, ...]:
+    """What a monitored train function depends on: the monitor's settings and, compared by
+    identity, the user's optimizer, the ``compile`` call (its loss, metrics and options) and
+    the trainable variables. The first item is the lookup key; the rest must match too."""
+    return (settings, id(optimizer), id(getattr(model, "_compile_config", None)),
+            tuple(id(v) for v in model.trainable_variables),
+            optimizer, getattr(model, "_compile_config", None))

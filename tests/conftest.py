@@ -27,3 +27,10 @@ def digits() -> tuple[np.ndarray, np.ndarray]:
 @pytest.fixture()
 def ce_loss() -> keras.losses.Loss:
     return gh.models.classification_loss()
+
+
+@pytest.fixture(scope="session")
+def six_features() -> tuple[np.ndarray, np.ndarray]:
+    """64 examples of 6 standard-normal features with 3 classes: the monitor tests' data."""
+    rng = np.random.default_rng(0)
+    return rng.normal(size=(64, 6)).astype(np.float32), rng.integers(0, 3, size=64)

@@ -24,11 +24,8 @@ BATCH = 16
 
 
 @pytest.fixture(scope="module")
-def data():
-    rng = np.random.default_rng(0)
-    x = rng.normal(size=(64, 6)).astype(np.float32)
-    y = rng.integers(0, 3, size=64)
-    return x, y
+def data(six_features):
+    return six_features
 
 
 def make_model(optimizer=None, seed=0):

@@ -10,19 +10,10 @@ from __future__ import annotations
 import keras
 import numpy as np
 import pandas as pd
-import pytest
 
 from gradhealth.callbacks.monitor import FIT_CACHE_SIZE, GradientHealthMonitor
 
 BATCH = 16
-
-
-@pytest.fixture(scope="module")
-def data():
-    rng = np.random.default_rng(0)
-    x = rng.normal(size=(64, 6)).astype(np.float32)
-    y = rng.integers(0, 3, size=64)
-    return x, y
 
 
 def make_model(seed=0, loss=None):
@@ -56,8 +47,8 @@ def weights(model):
     return [keras.ops.convert_to_numpy(v.value) for v in model.trainable_variables]
 
 
-def test_second_monitored_fit_reuses_the_train_function_and_logs_the_same(data):
-    x, y = data
+def test_second_monitored_fit_reuses_the_train_function_and_logs_the_same(six_features):
+    x, y = six_features
     model, seen = make_model(), SeenFunction()
     first = fit(model, x, y, GradientHealthMonitor(), seen)
     second = fit(model, x, y, GradientHealthMonitor(), seen)   # a new monitor, same settings
@@ -76,8 +67,8 @@ def test_second_monitored_fit_reuses_the_train_function_and_logs_the_same(data):
         np.testing.assert_array_equal(a, b)
 
 
-def test_plain_fit_after_a_monitored_one_runs_the_users_function(data):
-    x, y = data
+def test_plain_fit_after_a_monitored_one_runs_the_users_function(six_features):
+    x, y = six_features
     model, seen = make_model(), SeenFunction()
     fit(model, x, y, seen=seen)                    # the user's own function, traced
     fit(model, x, y, GradientHealthMonitor(), seen)
@@ -86,8 +77,8 @@ def test_plain_fit_after_a_monitored_one_runs_the_users_function(data):
     assert isinstance(model.optimizer, keras.optimizers.Adam)  # the user's, not the wrapper
 
 
-def test_recompiling_with_another_loss_is_not_served_a_stale_step(data):
-    x, y = data
+def test_recompiling_with_another_loss_is_not_served_a_stale_step(six_features):
+    x, y = six_features
     model, seen = make_model(), SeenFunction()
     fit(model, x, y, GradientHealthMonitor(), seen)
     hinge = keras.losses.CategoricalHinge()
@@ -103,8 +94,8 @@ def test_recompiling_with_another_loss_is_not_served_a_stale_step(data):
     np.testing.assert_allclose(after.loss.to_numpy(), ref_after.loss.to_numpy(), rtol=1e-6)
 
 
-def test_a_new_optimizer_is_not_served_the_old_wrapper(data):
-    x, y = data
+def test_a_new_optimizer_is_not_served_the_old_wrapper(six_features):
+    x, y = six_features
     model, seen = make_model(), SeenFunction()
     fit(model, x, y, GradientHealthMonitor(), seen)
     model.compile(optimizer=keras.optimizers.SGD(0.1), loss=model.loss)
@@ -113,8 +104,8 @@ def test_a_new_optimizer_is_not_served_the_old_wrapper(data):
     assert isinstance(model.optimizer, keras.optimizers.SGD)
 
 
-def test_the_cache_holds_a_few_settings_only(data):
-    x, y = data
+def test_the_cache_holds_a_few_settings_only(six_features):
+    x, y = six_features
     model = make_model()
     for every in range(1, FIT_CACHE_SIZE + 3):
         fit(model, x[:BATCH * 2], y[:BATCH * 2], GradientHealthMonitor(every=every))

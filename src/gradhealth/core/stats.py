@@ -18,8 +18,8 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["CORE_STATS", "DEVICE_STATS", "DIRECT_MAX", "STAT_COLUMNS", "ZERO_CHECK_BELOW", "combine_norms",
-           "dead_unit_fraction", "direct_floor", "robust_norm", "tensor_stats"]
+__all__ = ["CORE_STATS", "DEVICE_STATS", "DIRECT_MAX", "STAT_COLUMNS", "ZERO_CHECK_BELOW",
+           "combine_norms", "dead_unit_fraction", "direct_floor", "robust_norm", "tensor_stats"]
 
 DEVICE_STATS: tuple[str, ...] = ("grad_norm", "grad_mean_abs", "grad_max_abs", "grad_std",
                                  "zero_fraction", "nonfinite_count", "weight_norm",

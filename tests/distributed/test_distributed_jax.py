@@ -153,3 +153,27 @@ def test_clipping_matches_one_device(layout, method, kwargs):
         applied = np.sqrt(sum(np.sum(d ** 2) for d in steps[False]))  # SGD(1.0): step == grad
         assert applied <= kwargs["max_norm"] * (1 + 1e-6)
         assert applied == pytest.approx(kwargs["max_norm"], rel=1e-6)
+
+
+def test_a_second_monitored_fit_reuses_its_step_and_matches_one_device():
+    """The monitored train function kept between fits (tests/test_monitor_refit.py), reused
+    under DataParallel, still reduces the global batch's gradient."""
+    x, y = data()
+    runs = {}
+    for distribution in (None, data_parallel()):
+        model = build(lambda: keras.optimizers.SGD(0.01), distribution)
+        functions, histories = [], []
+        for _ in range(2):
+            monitor = gh.GradientHealthMonitor(stats="all")
+            fit(model, distribution, x, y, [monitor])
+            (entry,) = model.__dict__["_gradhealth_fit_cache"].entries.values()
+            functions.append(entry[2])
+            histories.append(monitor.history)
+        assert functions[0] is functions[1]
+        runs[distribution is None] = (model, histories)
+    (one, h_one), (two, h_two) = runs[True], runs[False]
+    for a, b in zip(h_one, h_two, strict=True):
+        for col in ("grad_norm", "global_norm", "weight_norm"):
+            np.testing.assert_allclose(b[col].to_numpy(), a[col].to_numpy(), rtol=REL)
+    for a, b in zip(one.weights, two.weights, strict=True):
+        np.testing.assert_allclose(np.asarray(b), np.asarray(a), rtol=1e-5, atol=1e-7)

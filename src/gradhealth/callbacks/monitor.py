@@ -177,6 +177,8 @@ class GradientHealthMonitor(keras.callbacks.Callback):
         self.csv = Path(csv) if csv is not None else None
         self.verbose = bool(verbose)
         self._optimizer: MonitoringOptimizer | None = None
+        self._fit_key: tuple[Any, tuple[Any, ...]] | None = None   # see _fit_key()
+        self._plain_train_function: Any = None   # the model's own, put back after fit
         self._writer: Any = None
         self._reset_state()
 
@@ -297,12 +299,11 @@ class GradientHealthMonitor(keras.callbacks.Callback):
     def _uninstall(self) -> None:
         model, wrapper = getattr(self, "_model", None), self._optimizer
         if model is not None and wrapper is not None and model.optimizer is wrapper:
-            if getattr(self, "_fit_key", None) is not None and model.train_function is not None:
+            if self._fit_key is not None and model.train_function is not None:
                 _fit_cache(model).put(self._fit_key, (wrapper, model.train_function))
             model.optimizer = wrapper.inner_optimizer
-            plain = getattr(self, "_plain_train_function", None)
-            if plain is not None:
-                model.train_function = plain
+            if self._plain_train_function is not None:
+                model.train_function = self._plain_train_function
             else:
                 model.make_train_function(force=True)
         self._optimizer = None
@@ -570,18 +571,22 @@ class _FitCache:
     """
 
     def __init__(self) -> None:
-        self.entries: dict[tuple[Any, ...], tuple[Any, Any, Any]] = {}
+        # settings -> (what the function depends on, wrapper, train function); oldest first
+        self.entries: dict[Any, tuple[tuple[Any, ...], Any, Any]] = {}
 
-    def get(self, key: tuple[Any, ...]) -> tuple[Any, Any] | None:
-        entry = self.entries.pop(key[0], None)
-        if entry is None or entry[0] != key[1:]:
-            return None
-        self.entries[key[0]] = entry  # most recently used last
+    def get(self, key: tuple[Any, tuple[Any, ...]]) -> tuple[Any, Any] | None:
+        settings, depends = key
+        entry = self.entries.pop(settings, None)
+        if entry is None or len(entry[0]) != len(depends) or any(
+                a is not b for a, b in zip(entry[0], depends, strict=True)):
+            return None   # a stale entry (recompiled, another optimizer) is dropped
+        self.entries[settings] = entry  # most recently used last
         return entry[1], entry[2]
 
-    def put(self, key: tuple[Any, ...], value: tuple[Any, Any]) -> None:
-        self.entries.pop(key[0], None)
-        self.entries[key[0]] = (key[1:], *value)
+    def put(self, key: tuple[Any, tuple[Any, ...]], value: tuple[Any, Any]) -> None:
+        settings, depends = key
+        self.entries.pop(settings, None)
+        self.entries[settings] = (depends, *value)
         while len(self.entries) > FIT_CACHE_SIZE:
             self.entries.pop(next(iter(self.entries)))
 
@@ -595,10 +600,10 @@ def _fit_cache(model: keras.Model) -> _FitCache:
     return cache
 
 
-def _fit_key(model: keras.Model, optimizer: Any, settings: tuple[Any, ...]) -> tuple[Any, ...]:
-    """What a monitored train function depends on: the monitor's settings and, compared by
-    identity, the user's optimizer, the ``compile`` call (its loss, metrics and options) and
-    the trainable variables. The first item is the lookup key; the rest must match too."""
-    return (settings, id(optimizer), id(getattr(model, "_compile_config", None)),
-            tuple(id(v) for v in model.trainable_variables),
-            optimizer, getattr(model, "_compile_config", None))
+def _fit_key(model: keras.Model, optimizer: Any, settings: tuple[Any, ...]
+             ) -> tuple[Any, tuple[Any, ...]]:
+    """``(settings, depends)``: the monitor's settings, and what a monitored train function
+    depends on, compared by identity: the user's optimizer, the ``compile`` call (its loss,
+    metrics and options) and the trainable variables."""
+    return settings, (optimizer, getattr(model, "_compile_config", None),
+                      *model.trainable_variables)

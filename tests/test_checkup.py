@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import keras
 import numpy as np
@@ -103,6 +104,8 @@ def test_report_serializations(digits, ce_loss, tmp_path):
     page = report.to_html()
     assert page.startswith("<!DOCTYPE html>") and "data:image/png;base64," in page
     assert "gradient" in report._repr_html_()
+    # The figure shrinks to the page or cell width instead of overflowing it.
+    assert all("max-width:100%" in tag for tag in re.findall(r"<img[^>]*>", page))
     for ext in ("json", "html", "md"):
         path = report.save(str(tmp_path / f"r.{ext}"))
         assert (tmp_path / f"r.{ext}").read_text()

@@ -29,6 +29,11 @@ def _badge(status: str) -> str:
     return f'<span class="gh-badge" style="background:{color}">{html.escape(status)}</span>'
 
 
+_FIT = "max-width:100%;height:auto"
+"""Inline, so the fragment fits in a notebook too: a deep network's figure is wider than a
+narrow window, where it was cut off at the right edge (MobileNetV2's 105 layers at 1100 px)."""
+
+
 def report_fragment(report: Any, plot: bool = True) -> str:
     """An HTML fragment (for notebooks): status, score, findings, recommendations, plot, table."""
     ctx = report.context or {}
@@ -45,11 +50,11 @@ def report_fragment(report: Any, plot: bool = True) -> str:
     img = ""
     if plot:
         png = base64.b64encode(figure_png(plot_gradient_flow(report))).decode("ascii")
-        img = f'<img alt="gradient flow" src="data:image/png;base64,{png}"/>'
+        img = f'<img alt="gradient flow" style="{_FIT}" src="data:image/png;base64,{png}"/>'
         if any(p.get("measured") for p in (ctx.get("time_profiles") or {}).values()):
             png = base64.b64encode(figure_png(plot_time_profiles(report))).decode("ascii")
             img += ('<h4>Gradient through time</h4><img alt="gradient vs timestep" '
-                    f'src="data:image/png;base64,{png}"/>')
+                    f'style="{_FIT}" src="data:image/png;base64,{png}"/>')
     findings = "".join(f"<li>{html.escape(f)}</li>" for f in report.findings)
     recs = "".join(
         f"<li><b>{html.escape(r.action)}</b> — {html.escape(r.reason)} "

@@ -41,8 +41,10 @@ __all__ = ["BRANCH_FREE", "StatsKernels", "branch_free", "stats_kernels"]
 class StatsKernels:
     """The monitor's device passes (see :mod:`gradhealth.ops.stats` for their contracts)."""
 
-    grad_scan: Callable[[list[Any]], Any]
-    scaled_sums: Callable[[list[Any], list[Any], Any], Any]
+    # (grads[, stats]) and (grads, weights, scan[, stats]): the branch-free kernels are passed
+    # the statistics wanted (they run every step); the others compute every column.
+    grad_scan: Callable[..., Any]
+    scaled_sums: Callable[..., Any]
     grad_histograms: Callable[[list[Any], Any, int], Any]
     direct_stats: Callable[[list[Any], list[Any], tuple[str, ...]], Any]
     finite_guard: Callable[[list[Any]], Any]

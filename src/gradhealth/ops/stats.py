@@ -47,6 +47,7 @@ __all__ = ["CORE_STATS", "DEVICE_STATS", "N_SCAN", "N_SUMS", "all_finite", "comb
            "grad_histograms", "grad_scan", "resolve_stats", "scaled_sums", "variable_sizes"]
 
 _NONFINITE = DEVICE_STATS.index("nonfinite_count")
+_ALL = frozenset(DEVICE_STATS)
 
 
 def resolve_stats(stats: str | Iterable[str], argument: str = "stats") -> tuple[str, ...]:
@@ -119,27 +120,32 @@ def _in_order(blocks: list[Any], groups: list[list[int]]) -> Any:
     return ops.take(rows, ops.convert_to_tensor(inverse), axis=0)
 
 
-def _scan_group(g: Any, shape: tuple[int, ...]) -> Any:
-    """``(k, N_SCAN)`` for ``k`` stacked gradients of one shape (``g`` is ``(k, size)``)."""
+def _scan_group(g: Any, shape: tuple[int, ...], want: frozenset[str] = _ALL) -> Any:
+    """``(k, N_SCAN)`` for ``k`` stacked gradients of one shape (``g`` is ``(k, size)``).
+
+    Columns whose statistic is not in ``want`` are 0 (not computed): ``m`` and the non-finite
+    count are always needed (the scale, and the count of entries the means divide by).
+    """
     k = g.shape[0]
-    units = shape[-1] if len(shape) >= 1 else 1
-    g3 = ops.reshape(g, (k, -1, units))  # (k, rows, units); a 1-D variable: each entry a unit
-    finite = ops.isfinite(g3)
-    a = ops.where(finite, ops.abs(g3), 0.0)
+    finite = ops.isfinite(g)
+    bad = ops.sum(ops.cast(ops.logical_not(finite), "float32"), axis=1)
+    a = ops.where(finite, ops.abs(g), 0.0)
+    zeros = (ops.sum(ops.cast(ops.equal(g, 0.0), "float32"), axis=1)
+             if "zero_fraction" in want else ops.zeros((k,), "float32"))
+    if "dead_unit_fraction" not in want or len(shape) == 0:  # a scalar has no units
+        return ops.stack([ops.max(a, axis=1), bad, zeros, ops.zeros((k,), "float32")], axis=1)
     # Per unit: the largest finite magnitude and the non-finite count (one loop over g); a unit
     # is dead when every entry is exactly 0 (a NaN/inf entry counts as alive).
-    unit_max = ops.max(a, axis=1)
-    unit_bad = ops.sum(ops.cast(ops.logical_not(finite), "float32"), axis=1)
-    zeros = ops.sum(ops.cast(ops.equal(g, 0.0), "float32"), axis=1)
-    if len(shape) == 0:  # a scalar has no units
-        dead = ops.zeros((k,), "float32")
-    else:
-        dead_units = ops.logical_and(ops.equal(unit_max, 0.0), ops.equal(unit_bad, 0.0))
-        dead = ops.mean(ops.cast(dead_units, "float32"), axis=1)
-    return ops.stack([ops.max(unit_max, axis=1), ops.sum(unit_bad, axis=1), zeros, dead], axis=1)
+    units = shape[-1]
+    unit_max = ops.max(ops.reshape(a, (k, -1, units)), axis=1)
+    unit_bad = ops.sum(ops.reshape(ops.cast(ops.logical_not(finite), "float32"),
+                                   (k, -1, units)), axis=1)
+    dead_units = ops.logical_and(ops.equal(unit_max, 0.0), ops.equal(unit_bad, 0.0))
+    dead = ops.mean(ops.cast(dead_units, "float32"), axis=1)
+    return ops.stack([ops.max(unit_max, axis=1), bad, zeros, dead], axis=1)
 
 
-def grad_scan(grads: list[Any]) -> Any:
+def grad_scan(grads: list[Any], stats: Iterable[str] = DEVICE_STATS) -> Any:
     """The scale pass: ``(n_variables, N_SCAN)`` = ``[m, nonfinite, zeros, dead_fraction]``.
 
     ``m`` is the largest finite ``|g|`` of each variable; a scalar variable has no units (its
@@ -148,12 +154,16 @@ def grad_scan(grads: list[Any]) -> Any:
 
     Args:
         grads: Dense gradient tensors (no ``None``).
+        stats: The :data:`DEVICE_STATS` wanted (default all): the zero count and the dead
+            fraction are computed only for ``zero_fraction`` and ``dead_unit_fraction``
+            (0 otherwise), so the monitor's core statistics take one max and one count.
 
     Returns:
         A float32 tensor of shape ``(len(grads), N_SCAN)``.
     """
+    want = frozenset(stats)
     groups = _groups(grads)
-    blocks = [_scan_group(_stack(grads, idx), tuple(int(d) for d in grads[idx[0]].shape))
+    blocks = [_scan_group(_stack(grads, idx), tuple(int(d) for d in grads[idx[0]].shape), want)
               for idx in groups]
     return _in_order(blocks, groups)
 
@@ -189,29 +199,40 @@ def _shift(s: Any, finite: Any) -> Any:
     return c
 
 
-def _sums_group(g: Any, w: Any, scan: Any) -> Any:
-    """``(k, N_SUMS)`` for ``k`` stacked gradients ``g`` and weights ``w`` (both ``(k, size)``)."""
+def _sums_group(g: Any, w: Any, scan: Any, want: frozenset[str] = _ALL) -> Any:
+    """``(k, N_SUMS)`` for ``k`` stacked gradients ``g`` and weights ``w`` (both ``(k, size)``).
+
+    Only the sums that a statistic in ``want`` needs are computed; the others are 0.
+    """
+    k = g.shape[0]
     size = float(max(g.shape[1], 1))
-    n = ops.maximum(size - scan[:, 1], 1.0)
+    skip = ops.zeros((k,), "float32")
     finite = ops.isfinite(g)
     m = scan[:, 0]
     inv = _inverse(m)
     q = _ratio(m, inv)  # s / q = g / m exactly as far as the sums go
     s = ops.where(finite, g, 0.0) * inv[:, None]
-    c = _shift(s, finite)
-    d = ops.where(finite, s - c, 0.0)
-    mean_d = ops.sum(d, axis=1) / n
-    var = ops.maximum(ops.sum(d * d, axis=1) / n - mean_d * mean_d, 0.0)
-    wf = ops.where(ops.isfinite(w), w, 0.0)
-    mw = ops.max(ops.abs(wf), axis=1)
-    inv_w = _inverse(mw)
-    qw = _ratio(mw, inv_w)
-    sw = wf * inv_w[:, None]
-    return ops.stack([ops.sum(s * s, axis=1) / (q * q), ops.sum(ops.abs(s), axis=1) / q,
-                      var / (q * q), mw, ops.sum(sw * sw, axis=1) / (qw * qw)], axis=1)
+    sumabs = ops.sum(ops.abs(s), axis=1) / q if "grad_mean_abs" in want else skip
+    var = skip
+    if "grad_std" in want:
+        n = ops.maximum(size - scan[:, 1], 1.0)
+        c = _shift(s, finite)
+        d = ops.where(finite, s - c, 0.0)
+        mean_d = ops.sum(d, axis=1) / n
+        var = ops.maximum(ops.sum(d * d, axis=1) / n - mean_d * mean_d, 0.0) / (q * q)
+    mw = sumsq_w = skip
+    if "weight_norm" in want:
+        wf = ops.where(ops.isfinite(w), w, 0.0)
+        mw = ops.max(ops.abs(wf), axis=1)
+        inv_w = _inverse(mw)
+        qw = _ratio(mw, inv_w)
+        sw = wf * inv_w[:, None]
+        sumsq_w = ops.sum(sw * sw, axis=1) / (qw * qw)
+    return ops.stack([ops.sum(s * s, axis=1) / (q * q), sumabs, var, mw, sumsq_w], axis=1)
 
 
-def scaled_sums(grads: list[Any], weights: list[Any], scan: Any) -> Any:
+def scaled_sums(grads: list[Any], weights: list[Any], scan: Any,
+                stats: Iterable[str] = DEVICE_STATS) -> Any:
     """The sums pass: ``(n_variables, N_SUMS)`` given the scales from :func:`grad_scan`.
 
     With ``s = g / m`` over the finite entries, each row holds ``[sum s^2, sum |s|, var(s), m_w,
@@ -224,6 +245,9 @@ def scaled_sums(grads: list[Any], weights: list[Any], scan: Any) -> Any:
         grads: Dense gradient tensors, in the order of ``scan``'s rows.
         weights: The variables' values.
         scan: The output of :func:`grad_scan` for ``grads``.
+        stats: The :data:`DEVICE_STATS` wanted (default all): ``sum |s|``, the variance and
+            the weight sums are computed only for ``grad_mean_abs``, ``grad_std`` and
+            ``weight_norm`` (0 otherwise).
 
     Returns:
         A float32 tensor of shape ``(len(grads), N_SUMS)``.
@@ -235,12 +259,13 @@ def scaled_sums(grads: list[Any], weights: list[Any], scan: Any) -> Any:
     if len(grads) != len(weights):
         raise ValueError(f"Arguments `grads` and `weights` must have the same length. "
                          f"Received: {len(grads)} and {len(weights)}")
+    want = frozenset(stats)
     groups = _groups(grads)
     blocks = []
     for idx in groups:
         rows = scan[idx[0]:idx[0] + 1] if len(idx) == 1 else ops.take(
             scan, ops.convert_to_tensor(np.asarray(idx, dtype="int32")), axis=0)
-        blocks.append(_sums_group(_stack(grads, idx), _stack(weights, idx), rows))
+        blocks.append(_sums_group(_stack(grads, idx), _stack(weights, idx), rows, want))
     return _in_order(blocks, groups)
 
 
@@ -502,7 +527,11 @@ def device_stats(grads: list[Any], weights: list[Any], kernels: Any = None,
                                    variable_sizes(weights)), stats)
 
     if getattr(k, "branch_free", False):
-        return exact()
+        # Every step takes these passes here: compute only the sums ``stats`` needs (the core
+        # statistics: a max and a count, then one sum per gradient and the weight's pair).
+        scan = k.grad_scan(grads, stats)
+        return _mask(combine_stats(scan, k.scaled_sums(grads, weights, scan, stats),
+                                   variable_sizes(weights)), stats)
     table, ok = k.direct_stats(grads, weights, stats)
     return k.cond(ops.all(ok), lambda: table, exact)
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import keras
 import numpy as np
 import pandas as pd
+import pytest
 
 from gradhealth.callbacks.monitor import FIT_CACHE_SIZE, GradientHealthMonitor
 
@@ -110,3 +111,34 @@ def test_the_cache_holds_a_few_settings_only(six_features):
     for every in range(1, FIT_CACHE_SIZE + 3):
         fit(model, x[:BATCH * 2], y[:BATCH * 2], GradientHealthMonitor(every=every))
     assert len(model.__dict__["_gradhealth_fit_cache"].entries) == FIT_CACHE_SIZE
+
+
+def test_a_monitor_of_other_settings_gets_its_own_step(six_features):
+    """JAX keeps traces by function: a wrapper that differs from the last one only in Python
+    settings (same variables and shapes) must still run its own step, not the earlier trace.
+    Here every=1 then every=2 (the device ring must hold the even steps only), then clipping
+    switched on (the update must be the clipped one)."""
+    x, y = six_features
+    model = make_model()
+    fit(model, x, y, GradientHealthMonitor(every=1))
+    second = GradientHealthMonitor(every=2)
+    ring = []
+
+    class ReadRing(keras.callbacks.Callback):
+        def on_train_end(self, logs=None):  # before the monitor puts the user's optimizer back
+            ring.append(second._read(second._optimizer.ring_steps))
+
+    model.fit(x, y, batch_size=BATCH, epochs=1, shuffle=False, verbose=0,
+              callbacks=[ReadRing(), second])
+    steps = len(x) // BATCH
+    assert sorted(s for s in ring[0] if s >= 0) == list(range(0, steps, 2))
+
+    # Clipping on: one step with SGD(1), so the update is exactly minus the clipped gradient.
+    sgd = make_model()
+    sgd.compile(optimizer=keras.optimizers.SGD(1.0), loss=sgd.loss)
+    fit(sgd, x[:BATCH], y[:BATCH], GradientHealthMonitor(on_explosion="warn"))
+    before = weights(sgd)
+    fit(sgd, x[:BATCH], y[:BATCH], GradientHealthMonitor(on_explosion="clip", max_norm=1e-3))
+    moved = np.sqrt(sum(np.sum((a - b) ** 2) for a, b in zip(weights(sgd), before,
+                                                             strict=True)))
+    assert moved == pytest.approx(1e-3, rel=1e-4)

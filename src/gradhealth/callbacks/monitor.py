@@ -42,6 +42,7 @@ from __future__ import annotations
 
 import math
 import os
+import threading
 import time
 import warnings
 from collections.abc import Iterable
@@ -55,6 +56,7 @@ import pandas as pd
 from gradhealth._internal.io import atomic_write_text
 from gradhealth._internal.validation import check_choice, check_positive_float, check_positive_int
 from gradhealth.adapters import tensorboard
+from gradhealth.adapters.fused import branch_free
 from gradhealth.adapters.keras_compat import jax_train_state_value
 from gradhealth.core.detect import DEFAULT_MAX_NORM, GLOBAL, Alert, ExplosionDetector
 from gradhealth.core.stats import STAT_COLUMNS
@@ -180,6 +182,7 @@ class GradientHealthMonitor(keras.callbacks.Callback):
         self._fit_key: tuple[Any, tuple[Any, ...]] | None = None   # see _fit_key()
         self._plain_train_function: Any = None   # the model's own, put back after fit
         self._writer: Any = None
+        self._lock = threading.Lock()   # on_train_batch_end may run in Keras' worker threads
         self._reset_state()
 
     # -- state --------------------------------------------------------------------------------
@@ -197,8 +200,10 @@ class GradientHealthMonitor(keras.callbacks.Callback):
         self.alerts: list[Alert] = []
         self.skipped_steps: list[int] = []
         self.stopped_at: int | None = None
-        self._step = 0
+        self._step = 0   # steps seen (one past the last)
         self._epoch = 0
+        self._epoch_first_step = 0
+        self._fit_thread: int | None = None   # the thread running fit (None: hooks by hand)
         self._seen_nonfinite = 0
         self.detector.reset()
 
@@ -293,8 +298,12 @@ class GradientHealthMonitor(keras.callbacks.Callback):
             self._optimizer = wrapper
             if reused is not None:
                 model.train_function = reused[1]
+            elif _schedule_on_host(model, wrapper):
+                logging = _new_train_function(model)
+                model.train_function = _ScheduledTrainFunction(wrapper, logging,
+                                                               _new_train_function(model))
             else:
-                model.make_train_function(force=True)
+                model.train_function = _new_train_function(model)
 
     def _uninstall(self) -> None:
         model, wrapper = getattr(self, "_model", None), self._optimizer
@@ -325,6 +334,7 @@ class GradientHealthMonitor(keras.callbacks.Callback):
             raise ValueError("GradientHealthMonitor has no model: fit() calls set_model; when "
                              "calling hooks by hand call monitor.set_model(model) first.")
         self._optimizer.reset_counters()
+        self._fit_thread = threading.get_ident()
         if self.csv is not None:
             atomic_write_text(self.csv, ",".join(HISTORY_COLUMNS) + "\n")
         if self.log_dir is not None:
@@ -332,25 +342,46 @@ class GradientHealthMonitor(keras.callbacks.Callback):
 
     def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
         self._epoch = int(epoch)
+        with self._lock:
+            self._epoch_first_step = self._step
+
+    @property
+    def async_safe(self) -> bool:
+        """True unless a stop policy is set: ``fit`` may then run :meth:`on_train_batch_end`
+        in a worker thread (Keras does, on JAX and torch, when every callback allows it).
+
+        Keras turns a step's logs into Python floats before calling ``on_train_batch_end``: in
+        the training loop for a callback that is not async-safe, which makes every step wait
+        for the device before the next one is dispatched. Here that hook only records the
+        step and its loss; the device ring is read in :meth:`on_train_batch_begin` (on the
+        training thread, before the next step takes the state) or at the end of the epoch. A
+        stop policy must read the device right after the step, so it keeps the wait.
+        """
+        return self.on_nonfinite != "stop" and self.on_explosion != "stop"
+
+    def on_train_batch_begin(self, batch: int, logs: dict | None = None) -> None:
+        if self._pending and (len(self._pending) >= self._pull_block
+                              or time.monotonic() - self._last_pull >= self.pull_seconds):
+            self._pull()
 
     def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
-        step = self._step
-        self._step += 1
-        if step % self.every == 0:
-            loss = (logs or {}).get("loss", math.nan)
-            self._pending.append((step, self._epoch, int(batch),
-                                  float(loss) if loss is not None else math.nan))
+        loss = (logs or {}).get("loss", math.nan)
+        with self._lock:
+            # Numbered by the batch: calls may come from worker threads, out of order.
+            step = self._epoch_first_step + int(batch)
+            self._step = max(self._step, step + 1)
+            if step % self.every == 0:
+                self._pending.append((step, self._epoch, int(batch),
+                                      float(loss) if loss is not None else math.nan))
+        if self._fit_thread not in (None, threading.get_ident()):
+            return  # a worker thread: the training thread reads the device
         if self.on_nonfinite == "stop":
             # Stopping right after the bad step needs its flag now: 3 numbers every step.
             counters = self._read(self._optimizer.counters)
             if int(counters[C_NONFINITE]) > self._seen_nonfinite:
                 self._pull(counters)
                 return
-        if not self._pending:
-            return
-        if (len(self._pending) >= self._pull_block
-                or time.monotonic() - self._last_pull >= self.pull_seconds):
-            self._pull()
+        self.on_train_batch_begin(batch)
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
         if self._optimizer is not None and self._optimizer.built:
@@ -375,7 +406,8 @@ class GradientHealthMonitor(keras.callbacks.Callback):
             return
         if counters is None:
             counters = self._read(wrapper.counters)
-        pending, self._pending = self._pending, []
+        with self._lock:
+            pending, self._pending = sorted(self._pending), []
         block = None
         if pending:
             ring = self._read(wrapper.ring)
@@ -553,6 +585,75 @@ class GradientHealthMonitor(keras.callbacks.Callback):
         """Figures of the history: ``"norms"`` (norm per layer over steps), ``"heatmap"``
         (layer x step) or ``"both"``; see :mod:`gradhealth.report.monitor_plots`."""
         return plot_monitor(self.history, alerts=self.alerts, kind=kind)
+
+
+_NOTHING = object()
+
+
+def _new_train_function(model: keras.Model) -> Any:
+    """``model.make_train_function(force=True)``, compiled from a step no other function shares.
+
+    ``jax.jit`` keeps its traces by function, and Keras jits the bound method
+    ``model.train_step`` every time: equal bound methods, so a monitored step whose wrapper
+    differs from an earlier one only in Python settings (``every``, clipping) -- the same
+    variables, the same shapes -- was served the earlier trace. On JAX the step is therefore a
+    closure made here, a function no earlier trace belongs to. (TensorFlow's ``tf.function``
+    and torch keep no such shared cache.)
+    """
+    if keras.backend.backend() != "jax":
+        model.make_train_function(force=True)
+        return model.train_function
+    own, step = model.__dict__.get("train_step", _NOTHING), model.train_step
+
+    def train_step(*args: Any, **kwargs: Any) -> Any:
+        return step(*args, **kwargs)
+
+    # Not through Layer.__setattr__: a function is nothing for Keras to track.
+    object.__setattr__(model, "train_step", train_step)
+    try:
+        model.make_train_function(force=True)
+    finally:
+        if own is _NOTHING:
+            object.__delattr__(model, "train_step")
+        else:
+            object.__setattr__(model, "train_step", own)
+    return model.train_function
+
+
+def _schedule_on_host(model: keras.Model, wrapper: MonitoringOptimizer) -> bool:
+    """Whether the host should choose between a logging and a light train step.
+
+    Where the step must hold no conditional (:func:`gradhealth.adapters.fused.branch_free`: JAX
+    on a GPU or TPU, where XLA reads a conditional's predicate on the host in the middle of the
+    step), the log-or-not choice of ``every > 1`` is made in Python instead, between two
+    compiled steps. Each Keras call of the train function must then be one step.
+    """
+    return (wrapper.every > 1 and branch_free() and not model.run_eagerly
+            and getattr(model, "steps_per_execution", 1) == 1)
+
+
+class _ScheduledTrainFunction:
+    """A train function that runs ``logging`` on steps ``0, every, ...`` and ``light`` on the
+    others, both traced with no log-or-not conditional (:attr:`MonitoringOptimizer.scheduled`).
+
+    It counts its calls in the wrapper's host step (reset with its device counters), so the
+    device's step counter and the host agree on which steps log. A call that raises (the data
+    ran out) ran no step and is not counted.
+    """
+
+    def __init__(self, wrapper: MonitoringOptimizer, logging: Any, light: Any) -> None:
+        self.wrapper, self.logging, self.light = wrapper, logging, light
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        wrapper = self.wrapper
+        log = wrapper._host_step % wrapper.every == 0  # noqa: SLF001 - the wrapper's own count
+        wrapper.scheduled = log  # read only while the call traces a new step
+        try:
+            out = (self.logging if log else self.light)(*args, **kwargs)
+        finally:
+            wrapper.scheduled = None
+        wrapper._host_step += 1  # noqa: SLF001
+        return out
 
 
 FIT_CACHE_SIZE: int = 4

@@ -111,7 +111,12 @@ class MonitoringOptimizer(GradientWrapperOptimizer):
         self.connected: list[bool] = []
         self.hist_ring: Any = None
         self._kernels = stats_kernels(ops_stats)
-        self._host_step = 0  # torch runs eagerly: its log/no-log branch needs no device read
+        # Steps counted on the host since reset_counters: torch runs eagerly, so its log/no-log
+        # branch needs no device read; elsewhere the monitor's scheduled train function counts.
+        self._host_step = 0
+        # While a step is traced: True/False traces a logging/light step with no conditional;
+        # None (default) traces the device's choice (step % every == 0).
+        self.scheduled: bool | None = None
 
     @property
     def loss_scaled(self) -> bool:
@@ -160,6 +165,10 @@ class MonitoringOptimizer(GradientWrapperOptimizer):
             return True
         if keras.backend.backend() == "torch":
             return self._host_step % self.every == 0
+        if self.scheduled is not None:
+            # Traced for one kind of step: the host picks the function per step
+            # (the monitor's ``_ScheduledTrainFunction``).
+            return self.scheduled
         step = ops.convert_to_tensor(self.step_counter)
         return ops.equal(ops.mod(step, self.every), 0)
 
@@ -230,7 +239,8 @@ class MonitoringOptimizer(GradientWrapperOptimizer):
             finite * counters[C_LAST_NONFINITE] + (1.0 - finite) * ops.cast(step, "float32"),
         ]))
         self.step_counter.assign(step + 1)
-        self._host_step += 1
+        if keras.backend.backend() == "torch":  # eager: this runs once per step
+            self._host_step += 1
         if self.clip_norm is not None:
             grads = ops_clip_by_global_norm(grads, self.clip_norm)[0]
         return grads

@@ -15,7 +15,6 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from test_monitor_refit import SeenFunction
 from test_monitor_ring import assert_step_matches, run_steps, scaled_gradients, values
 
 from gradhealth.adapters import fused
@@ -204,62 +203,3 @@ def test_checkup_statistics_agree_with_the_branching_probe(forced):
             "zero_fraction", "dead_unit_fraction"]
     np.testing.assert_allclose(tables[True][cols].to_numpy(float),
                                tables[False][cols].to_numpy(float), rtol=1e-5)
-
-
-@pytest.mark.skipif(not JAX, reason="the branch-free step is JAX's")
-def test_logging_and_light_steps_hold_no_conditional(forced):
-    """every > 1: the host picks a logging or a light step, each traced with no conditional."""
-    import jax
-
-    model = make_model()
-    monitor = GradientHealthMonitor(every=3)
-    monitor.set_model(model)
-    monitor.on_train_begin()
-    opt = model.optimizer
-    tvs = [v.value for v in model.trainable_variables]
-    grads = [np.ones(v.shape, "float32") for v in model.trainable_variables]
-    found = {}
-    try:
-        for scheduled in (True, False, None):
-            opt.scheduled = scheduled
-            found[scheduled] = primitives(jax.make_jaxpr(opt.stateless_apply)(
-                [v.value for v in opt.variables], grads, tvs))
-    finally:
-        opt.scheduled = None
-        monitor.on_train_end()
-    assert "cond" not in found[True] and "reduce_max" in found[True]
-    assert "cond" not in found[False] and "reduce_max" not in found[False]  # the guard only
-    assert "cond" in found[None]  # the device's choice, as on the CPU
-
-
-@pytest.mark.skipif(not JAX, reason="the branch-free step is JAX's")
-def test_host_scheduled_steps_log_what_the_device_choice_logs(forced):
-    """every=3 with a poisoned light step (5): choosing on the host gives the history, skips and
-    weights of choosing on the device; a second fit reuses both functions, counting from 0."""
-    from gradhealth.callbacks.monitor import _ScheduledTrainFunction
-
-    rng = np.random.default_rng(4)
-    x = rng.normal(size=(160, 6)).astype("float32")
-    y = rng.integers(0, 3, size=160)
-    x[5 * BATCH + 2, 1] = np.nan
-    runs = {}
-    for on_host in (True, False):
-        fused.BRANCH_FREE = on_host
-        model, fits = make_model(), []
-        for _ in range(2 if on_host else 1):
-            monitor, seen = GradientHealthMonitor(every=3), SeenFunction()
-            model.fit(x, y, batch_size=BATCH, epochs=1, shuffle=False, verbose=0,
-                      callbacks=[monitor, seen])
-            assert monitor.skipped_steps == [5]
-            assert sorted(monitor.history.step.unique()) == [0, 3, 6, 9]
-            fits.append((monitor.history, seen.seen[0], [keras.ops.convert_to_numpy(v.value)
-                                                         for v in model.trainable_variables]))
-        runs[on_host] = fits
-    (h_host, f_host, w_host), (h_dev, f_dev, w_dev) = runs[True][0], runs[False][0]
-    assert isinstance(f_host, _ScheduledTrainFunction)
-    assert not isinstance(f_dev, _ScheduledTrainFunction)
-    assert runs[True][1][1] is f_host  # the second fit reused it
-    cols = ["grad_norm", "grad_max_abs", "weight_norm"]
-    np.testing.assert_allclose(h_host[cols].to_numpy(), h_dev[cols].to_numpy(), rtol=1e-5)
-    for a, b in zip(w_host, w_dev, strict=True):
-        np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)

@@ -56,7 +56,6 @@ import pandas as pd
 from gradhealth._internal.io import atomic_write_text
 from gradhealth._internal.validation import check_choice, check_positive_float, check_positive_int
 from gradhealth.adapters import tensorboard
-from gradhealth.adapters.fused import branch_free
 from gradhealth.adapters.keras_compat import jax_train_state_value
 from gradhealth.core.detect import DEFAULT_MAX_NORM, GLOBAL, Alert, ExplosionDetector
 from gradhealth.core.stats import STAT_COLUMNS
@@ -298,10 +297,6 @@ class GradientHealthMonitor(keras.callbacks.Callback):
             self._optimizer = wrapper
             if reused is not None:
                 model.train_function = reused[1]
-            elif _schedule_on_host(model, wrapper):
-                logging = _new_train_function(model)
-                model.train_function = _ScheduledTrainFunction(wrapper, logging,
-                                                               _new_train_function(model))
             else:
                 model.train_function = _new_train_function(model)
 
@@ -618,42 +613,6 @@ def _new_train_function(model: keras.Model) -> Any:
         else:
             object.__setattr__(model, "train_step", own)
     return model.train_function
-
-
-def _schedule_on_host(model: keras.Model, wrapper: MonitoringOptimizer) -> bool:
-    """Whether the host should choose between a logging and a light train step.
-
-    Where the step must hold no conditional (:func:`gradhealth.adapters.fused.branch_free`: JAX
-    on a GPU or TPU, where XLA reads a conditional's predicate on the host in the middle of the
-    step), the log-or-not choice of ``every > 1`` is made in Python instead, between two
-    compiled steps. Each Keras call of the train function must then be one step.
-    """
-    return (wrapper.every > 1 and branch_free() and not model.run_eagerly
-            and getattr(model, "steps_per_execution", 1) == 1)
-
-
-class _ScheduledTrainFunction:
-    """A train function that runs ``logging`` on steps ``0, every, ...`` and ``light`` on the
-    others, both traced with no log-or-not conditional (:attr:`MonitoringOptimizer.scheduled`).
-
-    It counts its calls in the wrapper's host step (reset with its device counters), so the
-    device's step counter and the host agree on which steps log. A call that raises (the data
-    ran out) ran no step and is not counted.
-    """
-
-    def __init__(self, wrapper: MonitoringOptimizer, logging: Any, light: Any) -> None:
-        self.wrapper, self.logging, self.light = wrapper, logging, light
-
-    def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        wrapper = self.wrapper
-        log = wrapper._host_step % wrapper.every == 0  # noqa: SLF001 - the wrapper's own count
-        wrapper.scheduled = log  # read only while the call traces a new step
-        try:
-            out = (self.logging if log else self.light)(*args, **kwargs)
-        finally:
-            wrapper.scheduled = None
-        wrapper._host_step += 1  # noqa: SLF001
-        return out
 
 
 FIT_CACHE_SIZE: int = 4

@@ -112,11 +112,8 @@ class MonitoringOptimizer(GradientWrapperOptimizer):
         self.hist_ring: Any = None
         self._kernels = stats_kernels(ops_stats)
         # Steps counted on the host since reset_counters: torch runs eagerly, so its log/no-log
-        # branch needs no device read; elsewhere the monitor's scheduled train function counts.
+        # branch needs no device read.
         self._host_step = 0
-        # While a step is traced: True/False traces a logging/light step with no conditional;
-        # None (default) traces the device's choice (step % every == 0).
-        self.scheduled: bool | None = None
 
     @property
     def loss_scaled(self) -> bool:
@@ -165,10 +162,6 @@ class MonitoringOptimizer(GradientWrapperOptimizer):
             return True
         if keras.backend.backend() == "torch":
             return self._host_step % self.every == 0
-        if self.scheduled is not None:
-            # Traced for one kind of step: the host picks the function per step
-            # (the monitor's ``_ScheduledTrainFunction``).
-            return self.scheduled
         step = ops.convert_to_tensor(self.step_counter)
         return ops.equal(ops.mod(step, self.every), 0)
 

@@ -34,8 +34,14 @@ Notes:
       ``LossScaleOptimizer`` does); ``on_nonfinite="warn"`` removes that conditional.
     * A crash loses the logged steps not yet pulled (at most ``buffer_steps`` logged steps or
       ``pull_seconds``); the CSV and TensorBoard logs hold every pulled step, whole.
-    * Each ``fit`` with the monitor retraces the train step once (the optimizer changes), and
-      the model gets its own optimizer back in ``on_train_end``.
+    * The first ``fit`` with the monitor traces the monitored train step; a later ``fit`` of
+      the same model, compiled the same way, with a monitor of the same settings reuses it.
+      The model gets its own optimizer and train function back in ``on_train_end``.
+    * The monitor is ``async_safe`` unless a stop policy is set, so ``fit`` need not wait for
+      each step to finish (Keras converts the logs of a callback that is not async-safe in the
+      training loop): ``on_train_batch_end`` only records the step and may run in Keras'
+      worker threads; the device ring is read on the training thread, in
+      ``on_train_batch_begin`` and at the end of each epoch.
 """
 
 from __future__ import annotations

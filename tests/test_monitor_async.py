@@ -12,6 +12,8 @@ those of a run that waits every step.
 from __future__ import annotations
 
 import threading
+import time
+import warnings
 
 import keras
 import numpy as np
@@ -97,3 +99,60 @@ def test_async_run_logs_what_a_waiting_run_logs(six_features, settings):
 def test_stop_policies_wait_for_each_step(settings, safe):
     """Stopping right after a step needs its numbers before the next one starts."""
     assert GradientHealthMonitor(**settings).async_safe is safe
+
+
+def test_hooks_lagging_in_worker_threads_lose_no_step(six_features):
+    """Keras does not wait for its worker threads, so the training thread runs ahead of the
+    recorded steps. Pulls are counted by the steps handed to the device and wait for the
+    hooks, so a small ring is not overwritten under steps still unrecorded."""
+    x, y = six_features
+    model, monitor = make_model(), GradientHealthMonitor(every=1, buffer_steps=4)
+    hook, main = monitor.on_train_batch_end, threading.get_ident()
+
+    def slow(batch, logs=None):
+        if threading.get_ident() != main:
+            time.sleep(0.02)
+        hook(batch, logs)
+
+    monitor.on_train_batch_end = slow
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", GradientHealthWarning)  # "overwritten ..." would raise
+        model.fit(x, y, batch_size=BATCH, epochs=3, shuffle=False, verbose=0,
+                  callbacks=[monitor])
+    reference, _, _ = monitored_fit(x, y, waits=True, every=1, buffer_steps=4)
+    steps = 3 * len(x) // BATCH
+    assert sorted(monitor.history.step.unique()) == list(range(steps))
+    kept = [c for c in monitor.history.columns if c not in ("layer", "variable", "path")]
+    pd.testing.assert_frame_equal(monitor.history[kept], reference.history[kept])
+
+
+@pytest.mark.skipif(keras.backend.backend() == "torch",
+                    reason="Keras' torch backend runs one step per call")
+@pytest.mark.parametrize("every", [1, 2, 3])
+def test_steps_per_execution_logs_every_logged_step(every):
+    """Several steps per call of the train function (13 steps an epoch in blocks of 4, the
+    last one short, a ring smaller than a block): every logged step is in the history with the
+    numbers of a run of one step per call, and the epochs are numbered from the device."""
+    rng = np.random.default_rng(2)
+    x = rng.normal(size=(26, 6)).astype("float32")
+    y = rng.integers(0, 3, size=26)
+    histories = {}
+    for spe in (1, 4):
+        model = make_model()
+        model.compile(optimizer=keras.optimizers.SGD(0.05), loss=model.loss,
+                      steps_per_execution=spe)
+        monitor = GradientHealthMonitor(every=every, buffer_steps=2)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", GradientHealthWarning)
+            model.fit(x, y, batch_size=2, epochs=2, shuffle=False, verbose=0,
+                      callbacks=[monitor])
+        histories[spe] = monitor.history
+    one, blocks = histories[1], histories[4]
+    assert sorted(blocks.step.unique()) == list(range(0, 26, every))
+    numbers = ["step", "epoch", "batch", "grad_norm", "grad_max_abs", "weight_norm"]
+    pd.testing.assert_frame_equal(blocks[numbers], one[numbers], rtol=1e-5)
+    has_loss = blocks.groupby("step").loss.first().notna()
+    # Keras reports each block by its last batch (the epoch's last block as 12-15, though
+    # the data ran out after 12): steps with no report of their own have no loss.
+    assert list(has_loss[has_loss].index) == [s for s in range(0, 26, every)
+                                              if s % 13 % 4 == 3]

@@ -28,7 +28,10 @@ Notes:
     * Under mixed precision (a ``LossScaleOptimizer``) the statistics are of the unscaled
       gradients; overflowing steps are the loss-scale optimizer's business (it skips them and
       lowers its scale), so they are counted in ``skipped_steps`` but raise no alert.
-    * ``steps_per_execution`` must be 1 (the default) so that one callback call is one step.
+    * ``steps_per_execution > 1`` (TensorFlow, JAX) is supported: every logged step of a
+      block is recorded, the device ring is made large enough for a block, and steps are
+      counted from the device at each epoch's end. Only the step Keras reports a block by has
+      a ``loss``.
     * Cost: ``benchmarks/monitor_overhead.py`` prints it; the README lists measured ratios.
       Skipping non-finite steps makes the optimizer update conditional (as
       ``LossScaleOptimizer`` does); ``on_nonfinite="warn"`` removes that conditional.
@@ -70,14 +73,15 @@ from gradhealth.ops.stats import DEVICE_STATS, resolve_stats
 from gradhealth.optim.monitoring import (
     C_LAST_NONFINITE,
     C_NONFINITE,
+    C_STEPS,
     DEFAULT_BUFFER_STEPS,
     DEFAULT_HISTOGRAM_BUCKETS,
     MonitoringOptimizer,
 )
 from gradhealth.report.monitor_plots import plot_monitor
 
-__all__ = ["DEFAULT_PULL_SECONDS", "FIT_CACHE_SIZE", "HISTORY_COLUMNS", "GradientHealthMonitor",
-           "GradientHealthWarning"]
+__all__ = ["DEFAULT_PULL_SECONDS", "FIT_CACHE_SIZE", "HISTORY_COLUMNS", "RECORD_WAIT_SECONDS",
+           "GradientHealthMonitor", "GradientHealthWarning"]
 
 ON_NONFINITE: tuple[str, ...] = ("skip", "stop", "warn")
 ON_EXPLOSION: tuple[str, ...] = ("warn", "stop", "clip")
@@ -90,6 +94,12 @@ DEFAULT_PULL_SECONDS: float = 5.0
 """Pull the device ring at least this often (seconds) while logged steps are pending, so a slow
 run's alerts arrive within seconds even before ``buffer_steps`` logged steps have filled it. A
 pull costs about a millisecond of host work, so every 5 s it is invisible."""
+
+
+RECORD_WAIT_SECONDS: float = 60.0
+"""How long a pull waits for the batch-end hooks that Keras' worker threads have not run yet
+(they wait for the device too, so normally a few milliseconds); after it, the steps not yet
+recorded wait for the next pull."""
 
 
 def _layer_of(path: str) -> str:
@@ -187,7 +197,10 @@ class GradientHealthMonitor(keras.callbacks.Callback):
         self._fit_key: tuple[Any, tuple[Any, ...]] | None = None   # see _fit_key()
         self._plain_train_function: Any = None   # the model's own, put back after fit
         self._writer: Any = None
-        self._lock = threading.Lock()   # on_train_batch_end may run in Keras' worker threads
+        self._steps_per_execution = 1   # the model's, read in set_model
+        # on_train_batch_end may run in Keras' worker threads; the training thread waits on
+        # this for them before it pulls.
+        self._recorded = threading.Condition()
         self._reset_state()
 
     # -- state --------------------------------------------------------------------------------
@@ -205,7 +218,8 @@ class GradientHealthMonitor(keras.callbacks.Callback):
         self.alerts: list[Alert] = []
         self.skipped_steps: list[int] = []
         self.stopped_at: int | None = None
-        self._step = 0   # steps seen (one past the last)
+        self._steps_recorded = 0   # steps whose on_train_batch_end has run
+        self._pulled_to = 0        # every logged step before this one has been pulled
         self._epoch = 0
         self._epoch_first_step = 0
         self._fit_thread: int | None = None   # the thread running fit (None: hooks by hand)
@@ -245,16 +259,23 @@ class GradientHealthMonitor(keras.callbacks.Callback):
         return MonitoringOptimizer(
             optimizer, every=self.every, skip_nonfinite=self.on_nonfinite != "warn",
             clip_norm=self.max_norm if self.on_explosion == "clip" else None,
-            buffer_steps=self.buffer_steps, histogram_buckets=self._histogram_buckets,
+            buffer_steps=self._ring_steps, histogram_buckets=self._histogram_buckets,
             stats=self.stats)
 
     @property
     def _histogram_buckets(self) -> int:
         return DEFAULT_HISTOGRAM_BUCKETS if self.log_dir is not None else 0
 
+    @property
+    def _ring_steps(self) -> int:
+        """Logged steps the device ring holds: ``buffer_steps``, plus room for the logged steps
+        of one call of the train function beyond the first (``steps_per_execution > 1``): the
+        pull comes between calls, when ``buffer_steps`` logged steps may already wait."""
+        return self.buffer_steps - 1 + -(-self._steps_per_execution // self.every)
+
     def _wrapper_settings(self) -> tuple[Any, ...]:
         return (self.every, self.on_nonfinite != "warn",
-                self.max_norm if self.on_explosion == "clip" else None, self.buffer_steps,
+                self.max_norm if self.on_explosion == "clip" else None, self._ring_steps,
                 self._histogram_buckets,
                 # The wrapper adds grad_max_abs when it keeps histograms (their range).
                 resolve_stats([*self.stats, "grad_max_abs"]) if self._histogram_buckets
@@ -281,6 +302,7 @@ class GradientHealthMonitor(keras.callbacks.Callback):
                 "GradientHealthMonitor needs a keras.optimizers.Optimizer. Received: "
                 f"optimizer={optimizer!r} (of type {type(optimizer).__name__})")
         super().set_model(model)
+        self._steps_per_execution = max(int(getattr(model, "steps_per_execution", 1) or 1), 1)
         if optimizer is not self._optimizer:
             wrapper = optimizer if isinstance(optimizer, MonitoringOptimizer) else None
             reused = None
@@ -343,8 +365,8 @@ class GradientHealthMonitor(keras.callbacks.Callback):
 
     def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
         self._epoch = int(epoch)
-        with self._lock:
-            self._epoch_first_step = self._step
+        with self._recorded:  # Keras has run every batch-end hook of the last epoch by now
+            self._epoch_first_step = self._steps_recorded
 
     @property
     def async_safe(self) -> bool:
@@ -361,19 +383,24 @@ class GradientHealthMonitor(keras.callbacks.Callback):
         return self.on_nonfinite != "stop" and self.on_explosion != "stop"
 
     def on_train_batch_begin(self, batch: int, logs: dict | None = None) -> None:
-        if self._pending and (len(self._pending) >= self._pull_block
-                              or time.monotonic() - self._last_pull >= self.pull_seconds):
-            self._pull()
+        self._maybe_pull(self._epoch_first_step + int(batch))
 
     def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
         loss = (logs or {}).get("loss", math.nan)
-        with self._lock:
-            # Numbered by the batch: calls may come from worker threads, out of order.
-            step = self._epoch_first_step + int(batch)
-            self._step = max(self._step, step + 1)
-            if step % self.every == 0:
-                self._pending.append((step, self._epoch, int(batch),
-                                      float(loss) if loss is not None else math.nan))
+        loss = float(loss) if loss is not None else math.nan
+        # One call of the train function ran the steps of its block (steps_per_execution,
+        # blocks aligned on multiples of it, the epoch's last one shorter); ``batch`` is the
+        # last. Numbered by the batch: calls may come from worker threads, out of order.
+        first = int(batch) - int(batch) % self._steps_per_execution
+        with self._recorded:
+            for b in range(first, int(batch) + 1):
+                step = self._epoch_first_step + b
+                if step % self.every == 0:
+                    # The logs are the block's last step's: the others have no loss.
+                    self._pending.append((step, self._epoch, b,
+                                          loss if b == int(batch) else math.nan))
+            self._steps_recorded += int(batch) + 1 - first
+            self._recorded.notify_all()
         if self._fit_thread not in (None, threading.get_ident()):
             return  # a worker thread: the training thread reads the device
         if self.on_nonfinite == "stop":
@@ -382,15 +409,31 @@ class GradientHealthMonitor(keras.callbacks.Callback):
             if int(counters[C_NONFINITE]) > self._seen_nonfinite:
                 self._pull(counters)
                 return
-        self.on_train_batch_begin(batch)
+        self._maybe_pull(self._epoch_first_step + int(batch) + 1)
+
+    def _maybe_pull(self, dispatched: int) -> None:
+        """Pull once ``_pull_block`` logged steps (or ``pull_seconds``) have gone to the device
+        unread: ``dispatched`` steps have been handed to it. Counted by the steps dispatched,
+        not by those recorded, so the ring cannot wrap over steps whose hooks lag behind in
+        worker threads; the pull waits for those hooks first (the device has to finish the
+        steps before the ring can be read anyway)."""
+        every = self.every
+        unread = -(-dispatched // every) - -(-self._pulled_to // every)
+        if unread <= 0 or (unread < self._pull_block
+                           and time.monotonic() - self._last_pull < self.pull_seconds):
+            return
+        with self._recorded:
+            self._recorded.wait_for(lambda: self._steps_recorded >= dispatched,
+                                    timeout=RECORD_WAIT_SECONDS)
+        self._pull()
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
         if self._optimizer is not None and self._optimizer.built:
-            self._pull()
+            self._pull(last=True)
 
     def on_train_end(self, logs: dict | None = None) -> None:
         if self._optimizer is not None and self._optimizer.built:
-            self._pull()
+            self._pull(last=True)
         if self._writer is not None:
             self._writer.flush()
             self._writer.close()
@@ -398,17 +441,31 @@ class GradientHealthMonitor(keras.callbacks.Callback):
         self._uninstall()
 
     # -- work -----------------------------------------------------------------------------------
-    def _pull(self, counters: np.ndarray | None = None) -> None:
+    def _pull(self, counters: np.ndarray | None = None, last: bool = False) -> None:
         """Pull the device ring (one copy of a few kB) and process every pending logged step,
-        in step order: history, non-finite alerts, explosion detectors, CSV and TensorBoard."""
+        in step order: history, non-finite alerts, explosion detectors, CSV and TensorBoard.
+
+        ``last``: the epoch is over (Keras has run every batch-end hook). Keras reports an
+        epoch's last block of ``steps_per_execution`` steps as whole even when the data ran out
+        within it, so the steps are counted again from the device, and steps that never ran
+        are dropped.
+        """
         wrapper = self._optimizer
         self._last_pull = time.monotonic()
         if wrapper is None or not wrapper.built:
             return
         if counters is None:
             counters = self._read(wrapper.counters)
-        with self._lock:
-            pending, self._pending = sorted(self._pending), []
+        ran = int(counters[C_STEPS])
+        with self._recorded:
+            pending = sorted(self._pending)
+            # Steps the device has not run: kept for a later pull, or, once the epoch is over,
+            # dropped (they never ran).
+            self._pending = [] if last else [p for p in pending if p[0] >= ran]
+            pending = [p for p in pending if p[0] < ran]
+            self._pulled_to = max(self._pulled_to, self._steps_recorded)
+            if last:
+                self._steps_recorded = self._pulled_to = ran
         block = None
         if pending:
             ring = self._read(wrapper.ring)

@@ -13,13 +13,13 @@ import jax
 import keras
 import numpy as np
 import pytest
+from same_run import REL, assert_arrays_match, assert_histories_match
 
 import gradhealth as gh
 from gradhealth.optim import ClippingOptimizer
 
 DEVICES = int(os.environ["GRADHEALTH_DEVICES"])
 GLOBAL_BATCH = 32
-REL = 1e-5  # the tolerance for statistics against one device
 
 
 def test_the_host_has_the_simulated_devices():
@@ -95,18 +95,14 @@ def test_monitor_statistics_match_one_device(layout, policy):
         kernel = model.get_layer("hidden").kernel.value
         assert len(kernel.sharding.device_set) == DEVICES
     h1, h2 = histories
-    assert len(h1) == len(h2) > 0
-    for col in ("grad_norm", "grad_mean_abs", "grad_max_abs", "grad_std", "global_norm",
-                "weight_norm"):
-        np.testing.assert_allclose(h2[col].to_numpy(), h1[col].to_numpy(), rtol=REL, err_msg=col)
+    assert_histories_match(h2, h1)
     ref = build(lambda: keras.optimizers.SGD(0.01), None)
     grads = jax.grad(lambda ws: keras.losses.MeanSquaredError()(
         y[:GLOBAL_BATCH], ref.stateless_call(ws, [], x[:GLOBAL_BATCH])[0]))(
         [v.value for v in ref.trainable_variables])
     ref_norm = np.sqrt(sum(np.sum(np.asarray(g, np.float64) ** 2) for g in grads))
     assert h2.global_norm.iloc[0] == pytest.approx(ref_norm, rel=REL)
-    for a, b in zip(*weights, strict=True):
-        np.testing.assert_allclose(b, a, rtol=1e-5, atol=1e-7)
+    assert_arrays_match(weights[1], weights[0])
 
 
 @pytest.mark.parametrize("layout", list(LAYOUTS))
@@ -147,8 +143,7 @@ def test_clipping_matches_one_device(layout, method, kwargs):
         fit(model, distribution, x[:GLOBAL_BATCH], y[:GLOBAL_BATCH])
         steps[distribution is None] = [a - np.asarray(w) for a, w in
                                        zip(w0, model.trainable_weights, strict=True)]
-    for a, b in zip(steps[True], steps[False], strict=True):
-        np.testing.assert_allclose(b, a, rtol=1e-5, atol=1e-7)
+    assert_arrays_match(steps[False], steps[True])
     if method == "global_norm":
         applied = np.sqrt(sum(np.sum(d ** 2) for d in steps[False]))  # SGD(1.0): step == grad
         assert applied <= kwargs["max_norm"] * (1 + 1e-6)
@@ -173,7 +168,5 @@ def test_a_second_monitored_fit_reuses_its_step_and_matches_one_device():
         runs[distribution is None] = (model, histories)
     (one, h_one), (two, h_two) = runs[True], runs[False]
     for a, b in zip(h_one, h_two, strict=True):
-        for col in ("grad_norm", "global_norm", "weight_norm"):
-            np.testing.assert_allclose(b[col].to_numpy(), a[col].to_numpy(), rtol=REL)
-    for a, b in zip(one.weights, two.weights, strict=True):
-        np.testing.assert_allclose(np.asarray(b), np.asarray(a), rtol=1e-5, atol=1e-7)
+        assert_histories_match(b, a, ("grad_norm", "global_norm", "weight_norm"))
+    assert_arrays_match(two.weights, one.weights)

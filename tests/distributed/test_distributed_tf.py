@@ -13,6 +13,7 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+from same_run import REL, assert_arrays_match, assert_histories_match
 
 import gradhealth as gh
 from gradhealth.optim import ClippingOptimizer
@@ -21,7 +22,6 @@ DEVICES = int(os.environ["GRADHEALTH_DEVICES"])
 
 STRATEGY = tf.distribute.MirroredStrategy([f"CPU:{i}" for i in range(DEVICES)])
 GLOBAL_BATCH = 32
-REL = 1e-5  # the tolerance for statistics against one device
 
 
 def test_two_replicas_are_in_sync():
@@ -71,10 +71,7 @@ def test_monitor_statistics_are_those_of_the_applied_gradient(policy):
     one, mon_one = fit_monitored(False, policy, x, y)
     two, mon_two = fit_monitored(True, policy, x, y)
     h1, h2 = mon_one.history, mon_two.history
-    assert len(h1) == len(h2) > 0
-    for col in ("grad_norm", "grad_mean_abs", "grad_max_abs", "grad_std", "global_norm",
-                "weight_norm"):
-        np.testing.assert_allclose(h2[col].to_numpy(), h1[col].to_numpy(), rtol=REL, err_msg=col)
+    assert_histories_match(h2, h1)
     # An independent reference: the first step's global norm from a tape on the global batch.
     ref = build(lambda: keras.optimizers.SGD(0.01), False)
     with tf.GradientTape() as tape:
@@ -82,8 +79,7 @@ def test_monitor_statistics_are_those_of_the_applied_gradient(policy):
     grads = tape.gradient(loss, ref.trainable_variables)
     ref_norm = np.sqrt(sum(np.sum(np.asarray(g, np.float64) ** 2) for g in grads))
     assert h2.global_norm.iloc[0] == pytest.approx(ref_norm, rel=REL)
-    for a, b in zip(one.weights, two.weights, strict=True):
-        np.testing.assert_allclose(np.asarray(b), np.asarray(a), rtol=1e-5, atol=1e-7)
+    assert_arrays_match(two.weights, one.weights)
 
 
 def test_nonfinite_step_is_skipped_on_every_replica():
@@ -132,8 +128,7 @@ def test_clipping_acts_on_the_summed_gradient(method, kwargs):
                   shuffle=False, verbose=0)
         runs[distributed] = [w0_i - w.numpy() for w0_i, w in zip(w0, model.trainable_weights,
                                                                   strict=True)]
-    for a, b in zip(runs[False], runs[True], strict=True):
-        np.testing.assert_allclose(b, a, rtol=1e-5, atol=1e-7)
+    assert_arrays_match(runs[True], runs[False])
     if method == "global_norm":
         applied = np.sqrt(sum(np.sum(d ** 2) for d in runs[True]))  # SGD(1.0): step == grad
         assert applied <= kwargs["max_norm"] * (1 + 1e-6)
@@ -158,8 +153,7 @@ def test_clipping_with_embedding_indexed_slices_matches_one_device():
         two = make()
     for model in (one, two):
         model.fit(x, y, batch_size=GLOBAL_BATCH, epochs=1, shuffle=False, verbose=0)
-    for a, b in zip(one.weights, two.weights, strict=True):
-        np.testing.assert_allclose(np.asarray(b), np.asarray(a), rtol=1e-5, atol=1e-7)
+    assert_arrays_match(two.weights, one.weights)
 
 
 def test_monitor_with_mixed_precision_matches_one_device():
@@ -202,7 +196,5 @@ def test_a_second_monitored_fit_reuses_its_step_and_matches_one_device():
         assert entry_1[2] is entry_2[2]  # the same train function both times
     (one, h_one), (two, h_two) = runs[False], runs[True]
     for a, b in zip(h_one, h_two, strict=True):
-        for col in ("grad_norm", "global_norm", "weight_norm"):
-            np.testing.assert_allclose(b[col].to_numpy(), a[col].to_numpy(), rtol=REL)
-    for a, b in zip(one.weights, two.weights, strict=True):
-        np.testing.assert_allclose(np.asarray(b), np.asarray(a), rtol=1e-5, atol=1e-7)
+        assert_histories_match(b, a, ("grad_norm", "global_norm", "weight_norm"))
+    assert_arrays_match(two.weights, one.weights)

@@ -251,3 +251,35 @@ def test_grouped_passes_match_reference_in_variable_order(specs):
         # float32 rounding may move an entry lying on an edge into the next bucket
         assert row.sum() == f.size and np.abs(row - expected).sum() <= 2 * (f.size > 0), (
             row, expected)
+
+
+@pytest.mark.skipif(keras.backend.backend() == "tensorflow",
+                    reason="Keras' TensorFlow optimizers have no stateless_apply")
+def test_stateless_apply_leaves_its_inputs_and_returns_the_logged_row():
+    """``stateless_apply`` must not write into the values it is handed (torch writes the ring
+    in place in ``apply``; here it must not), and the row it logs comes back in its outputs."""
+    from gradhealth.optim.monitoring import C_STEPS, MonitoringOptimizer
+
+    model = make_model()
+    opt = MonitoringOptimizer(keras.optimizers.SGD(0.1), every=1, buffer_steps=2)
+    opt.build(model.trainable_variables)
+    own = len(opt.variables) - len(opt.inner_optimizer.variables)
+    before = [keras.ops.convert_to_numpy(v.value).copy() for v in opt.variables]
+    handed = [keras.ops.convert_to_tensor(b.copy()) for b in before]
+    grads = scaled_gradients(model, np.random.default_rng(3), 0, "normal")
+    weights = [keras.ops.convert_to_tensor(w) for w in values(model)]
+    new_weights, new_vars = opt.stateless_apply(
+        handed, [keras.ops.convert_to_tensor(g) for g in grads], weights)
+    for b, h, v in zip(before, handed, opt.variables, strict=True):
+        assert np.array_equal(keras.ops.convert_to_numpy(h), b)  # inputs untouched
+        assert np.array_equal(keras.ops.convert_to_numpy(v.value), b)  # variables too
+    out = {v.path: keras.ops.convert_to_numpy(n) for v, n in zip(opt.variables[:own],
+                                                                 new_vars[:own], strict=True)}
+    ring = out[opt.ring.path]
+    assert keras.ops.convert_to_numpy(out[opt.ring_steps.path]).tolist() == [0, -1]
+    assert out[opt.counters.path][C_STEPS] == 1
+    for i, (g, w) in enumerate(zip(grads, values(model), strict=True)):
+        assert ring[0, i, DEVICE_STATS.index("grad_norm")] == pytest.approx(
+            reference(g, w)["grad_norm"], rel=1e-5)
+    assert np.allclose(keras.ops.convert_to_numpy(new_weights[0]),
+                       values(model)[0] - 0.1 * grads[0])

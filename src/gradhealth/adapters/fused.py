@@ -50,6 +50,10 @@ class StatsKernels:
     finite_guard: Callable[[list[Any]], Any]
     cond: Callable[[Any, Callable[[], Any], Callable[[], Any]], Any]
     branch_free: bool = False
+    # Eager backends (torch) only: write a logged row into the rings and count a step, in place
+    # (``torch_kernels.write_row`` and ``count_step``); None where the step is compiled.
+    write_row: Callable[..., None] | None = None
+    count_step: Callable[[Any, Any, Any, int], None] | None = None
 
 
 BRANCH_FREE: bool | None = None
@@ -177,7 +181,8 @@ def stats_kernels(generic: Any, backend: str | None = None) -> Any:
                             grad_histograms=torch_kernels.grad_histograms,
                             direct_stats=torch_kernels.direct_stats,
                             finite_guard=torch_kernels.finite_guard,
-                            cond=_eager_cond)
+                            cond=_eager_cond, write_row=torch_kernels.write_row,
+                            count_step=torch_kernels.count_step)
     if branch_free(name):
         return StatsKernels(grad_scan=generic.grad_scan, scaled_sums=generic.scaled_sums,
                             grad_histograms=generic.grad_histograms,

@@ -22,8 +22,8 @@ import torch
 
 from gradhealth.core.stats import DEVICE_STATS, DIRECT_MAX, ZERO_CHECK_BELOW, direct_floor
 
-__all__ = ["DIRECT_RANGE", "ONE_CALL_MAX", "ROW", "direct_stats", "finite_guard",
-           "grad_histograms", "grad_scan", "norms", "scaled_sums"]
+__all__ = ["DIRECT_RANGE", "ONE_CALL_MAX", "ROW", "count_step", "direct_stats", "finite_guard",
+           "grad_histograms", "grad_scan", "norms", "scaled_sums", "write_row"]
 
 DIRECT_RANGE: tuple[float, float] = (2.0 ** -20, 2.0 ** 40)
 """Largest magnitudes ``m`` for which float32 sums of squares need no scaling: ``m >= 2^-20``
@@ -44,7 +44,12 @@ ROW = 1 << 16
 
 
 def _f32(grads: list[Any]) -> list[torch.Tensor]:
-    return [g if isinstance(g, torch.Tensor) and g.dtype == torch.float32 and not g.requires_grad
+    """Float32 tensors, detached from autograd where it is on. Keras' optimizer step runs
+    under ``torch.no_grad()``: there the weights (parameters) are used as they are, which saves
+    three calls per weight (0.1 ms a step on a 42-variable model)."""
+    grad_on = torch.is_grad_enabled()
+    return [g if isinstance(g, torch.Tensor) and g.dtype == torch.float32 and not (
+                grad_on and g.requires_grad)
             else torch.as_tensor(g).detach().to(torch.float32) for g in grads]
 
 
@@ -296,3 +301,40 @@ def direct_stats(grads: list[Any], weights: list[Any],
                              if "zero_fraction" in want else nan)}
     return torch.stack([col[c] if c in want else nan for c in DEVICE_STATS], dim=1), ok
 
+
+def write_row(rows: list[tuple[torch.Tensor, torch.Tensor]], ring_steps: torch.Tensor,
+              slot: int, step: int) -> None:
+    """Write one logged step into slot ``slot`` of its rings, in place.
+
+    The ``keras.ops`` formulation (``slice_update`` then ``assign``) copies the whole ring
+    twice and costs a dozen Python calls: a few tenths of a millisecond a step on a CPU.
+
+    Args:
+        rows: ``(ring, row)`` pairs: ``ring[slot] = row``.
+        ring_steps: The ring of step numbers: ``ring_steps[slot] = step``.
+        slot: The slot written.
+        step: The step logged.
+    """
+    with torch.no_grad():
+        for ring, row in rows:
+            ring[slot].copy_(row)
+        ring_steps[slot] = step
+
+
+def count_step(counters: torch.Tensor, step_counter: torch.Tensor, finite: torch.Tensor,
+               step: int) -> None:
+    """Count a step in place: ``counters += [1, not finite]``, ``counters[2] = step`` when not
+    finite, ``step_counter += 1``; ``finite`` is not read on the host (a GPU need not wait).
+
+    Args:
+        counters: The monitor's ``[steps, nonfinite_steps, last_nonfinite_step]``.
+        step_counter: The step number (an integer scalar).
+        finite: The step's "every gradient finite" flag (a boolean scalar tensor).
+        step: The step number, counted on the host.
+    """
+    with torch.no_grad():
+        bad = (~finite.reshape(())).to(counters.dtype)
+        counters[0] += 1.0
+        counters[1] += bad
+        counters[2] += bad * (step - counters[2])
+        step_counter.add_(1)

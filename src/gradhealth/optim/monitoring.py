@@ -111,6 +111,9 @@ class MonitoringOptimizer(GradientWrapperOptimizer):
         self.connected: list[bool] = []
         self.hist_ring: Any = None
         self._kernels = stats_kernels(ops_stats)
+        # Eager backends (torch) write the rings and counters in place; None elsewhere.
+        self._write_row = getattr(self._kernels, "write_row", None)
+        self._count_step = getattr(self._kernels, "count_step", None)
         # Steps counted on the host since reset_counters: torch runs eagerly, so its log/no-log
         # branch needs no device read.
         self._host_step = 0
@@ -183,18 +186,12 @@ class MonitoringOptimizer(GradientWrapperOptimizer):
         if not present:
             return ops.convert_to_tensor(True)
         k = self._kernels
+        if self._write_row is not None and not self._in_stateless_apply:
+            return self._eager_flag(grads, weights, present)
         step = ops.convert_to_tensor(self.step_counter)
 
         def logged() -> tuple[Any, ...]:
-            filled = [ops.zeros_like(w) if g is None else g
-                      for g, w in zip(grads, weights, strict=True)]
-            table = ops.cast(device_stats(filled, weights, kernels=k, stats=self.stats),
-                             "float32")
-            if self.loss_scaled:
-                # Report the unscaled gradients: the magnitudes times 1/scale (a power of two).
-                unscale = 1.0 / ops.cast(
-                    ops.convert_to_tensor(self.inner_optimizer.dynamic_scale), "float32")
-                table = table * ops.where(ops.convert_to_tensor(_MAGNITUDES), unscale, 1.0)
+            filled, table = self._table(grads, weights)
             finite = ops.equal(ops.sum(table[:, _NONFINITE]), 0.0)
             slot = ops.mod(ops.floor_divide(step, self.every), self.buffer_steps)
             out = [finite,
@@ -203,12 +200,8 @@ class MonitoringOptimizer(GradientWrapperOptimizer):
                    ops.slice_update(ops.convert_to_tensor(self.ring_steps), (slot,),
                                     ops.reshape(ops.cast(step, "int32"), (1,)))]
             if self.hist_ring is not None:
-                m = table[:, _MAX_ABS]
-                scan = ops.expand_dims(ops.where(ops.isfinite(m), m, 0.0), 1)
-                hist = ops.cast(k.grad_histograms(filled, scan, self.histogram_buckets),
-                                "float32")
                 out.append(ops.slice_update(ops.convert_to_tensor(self.hist_ring), (slot, 0, 0),
-                                            hist[None]))
+                                            self._histograms(filled, table)[None]))
             return tuple(out)
 
         def light() -> tuple[Any, ...]:
@@ -220,9 +213,50 @@ class MonitoringOptimizer(GradientWrapperOptimizer):
             variable.assign(value)
         return out[0]
 
+    def _table(self, grads: list[Any], weights: list[Any]) -> tuple[list[Any], Any]:
+        """The gradients with zeros where none, and their statistics (one row each)."""
+        filled = [ops.zeros_like(w) if g is None else g
+                  for g, w in zip(grads, weights, strict=True)]
+        table = ops.cast(device_stats(filled, weights, kernels=self._kernels, stats=self.stats),
+                         "float32")
+        if self.loss_scaled:
+            # Report the unscaled gradients: the magnitudes times 1/scale (a power of two).
+            unscale = 1.0 / ops.cast(
+                ops.convert_to_tensor(self.inner_optimizer.dynamic_scale), "float32")
+            table = table * ops.where(ops.convert_to_tensor(_MAGNITUDES), unscale, 1.0)
+        return filled, table
+
+    def _histograms(self, filled: list[Any], table: Any) -> Any:
+        m = table[:, _MAX_ABS]
+        scan = ops.expand_dims(ops.where(ops.isfinite(m), m, 0.0), 1)
+        return ops.cast(self._kernels.grad_histograms(filled, scan, self.histogram_buckets),
+                        "float32")
+
+    def _eager_flag(self, grads: list[Any], weights: list[Any], present: list[Any]) -> Any:
+        """:meth:`finite_flag` where the step runs eagerly (torch): the step is counted on the
+        host, and the row is written into the ring in place
+        (:func:`gradhealth.adapters.torch_kernels.write_row`), not through ``slice_update``
+        and ``assign``, which copy the whole ring twice."""
+        step = self._host_step
+        if step % self.every:
+            return self._kernels.finite_guard(present)
+        filled, table = self._table(grads, weights)
+        slot = (step // self.every) % self.buffer_steps
+        rows = [(self.ring.value, table)]
+        if self.hist_ring is not None:
+            rows.append((self.hist_ring.value, self._histograms(filled, table)))
+        self._write_row(rows, self.ring_steps.value, slot, step)
+        return table[:, _NONFINITE].sum() == 0
+
     def transform(self, grads: list[Any], weights: list[Any], finite: Any = None) -> list[Any]:
         if finite is None:
             finite = self.finite_flag(grads, weights)
+        if self._count_step is not None and not self._in_stateless_apply:
+            self._count_step(self.counters.value, self.step_counter.value, finite,
+                             self._host_step)
+            self._host_step += 1
+            return (grads if self.clip_norm is None
+                    else ops_clip_by_global_norm(grads, self.clip_norm)[0])
         step = ops.convert_to_tensor(self.step_counter)
         finite = ops.cast(finite, "float32")
         counters = ops.convert_to_tensor(self.counters)

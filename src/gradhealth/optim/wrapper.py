@@ -59,6 +59,9 @@ class GradientWrapperOptimizer(keras.optimizers.Optimizer):
         super().__init__(learning_rate=0.0, name=name)
         self.inner_optimizer = optimizer
         self.skip_nonfinite = bool(skip_nonfinite)
+        # True while :meth:`stateless_apply` runs: variables then read the values handed in,
+        # which a subclass must not write in place.
+        self._in_stateless_apply = False
 
     #: When True the wrapper is invisible in saved models and checkpoints: ``save_own_variables``
     #: and ``load_own_variables`` are the inner optimizer's. Set by wrappers that gradhealth
@@ -153,11 +156,15 @@ class GradientWrapperOptimizer(keras.optimizers.Optimizer):
         grads = list(grads)
         trainable_variables = list(trainable_variables)
         mapping = list(zip(self.variables, optimizer_variables, strict=True))
-        with keras.StatelessScope(state_mapping=mapping) as scope:
-            any_finite = (self.finite_flag(grads, trainable_variables)
-                          if (self._skips() or self.needs_finite) else None)
-            finite = any_finite if self._skips() else None
-            new_grads = self.transform(grads, trainable_variables, any_finite)
+        self._in_stateless_apply = True
+        try:
+            with keras.StatelessScope(state_mapping=mapping) as scope:
+                any_finite = (self.finite_flag(grads, trainable_variables)
+                              if (self._skips() or self.needs_finite) else None)
+                finite = any_finite if self._skips() else None
+                new_grads = self.transform(grads, trainable_variables, any_finite)
+        finally:
+            self._in_stateless_apply = False
         own_values = [scope.get_current_value(v) for v in optimizer_own_variables(self)]
 
         def update() -> tuple[list[Any], list[Any]]:

@@ -14,6 +14,8 @@ from __future__ import annotations
 import keras
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from test_monitor_ring import reference
 
 from gradhealth import gradient_stats
@@ -96,3 +98,30 @@ def test_checkup_statistics_of_a_wide_layer_match_float64():
         expected = reference(g, keras.ops.convert_to_numpy(v.value))
         for col in ("grad_norm", "grad_mean_abs", "grad_max_abs", "weight_norm"):
             assert table.loc[v.path, col] == pytest.approx(expected[col], rel=1e-5), (v.path, col)
+
+
+@pytest.mark.skipif(keras.backend.backend() != "torch",
+                    reason="torch's own kernels: run once, in the torch test process")
+@settings(max_examples=25, deadline=None)
+@given(st.lists(st.sampled_from([0, 1, 7, 2**16, 2**16 + 1, 2**17, 2**17 + 1, 3 * 2**16,
+                                 3 * 2**16 + 5]), min_size=1, max_size=5),
+       st.sampled_from([0, 1, 2, np.inf]), st.integers(0, 2**31 - 1))
+def test_torch_norms_keep_order_and_match_float64(lengths, order, seed):
+    """Short and long tensors mixed (on both sides of ONE_CALL_MAX and of whole rows): each
+    norm lands at its tensor's place and equals float64 NumPy."""
+    import torch  # lazy: torch backend only
+
+    from gradhealth.adapters.torch_kernels import norms
+
+    rng = np.random.default_rng(seed)
+    arrays = []
+    for n in lengths:
+        a = (rng.standard_normal(n) * 10.0 ** rng.integers(-3, 4)).astype(np.float32)
+        a[rng.random(n) < 0.3] = 0.0
+        arrays.append(a)
+    got = norms([torch.from_numpy(a) for a in arrays], order).numpy()
+    for value, a in zip(got, arrays, strict=True):
+        a64 = np.abs(a.astype(np.float64))
+        expected = (np.count_nonzero(a64) if order == 0 else a64.max(initial=0.0)
+                    if order == np.inf else np.sum(a64 ** order) ** (1.0 / order))
+        assert value == pytest.approx(expected, rel=1e-5, abs=0.0)

@@ -74,24 +74,27 @@ def norms(tensors: list[torch.Tensor], order: float) -> torch.Tensor:
 
     Args:
         tensors: The tensors (at least one).
-        order: 0 (nonzero count), 1, 2 or ``math.inf``.
+        order: 0 (nonzero count), 1, 2 or ``math.inf`` (exact at any length: no rows).
 
     Returns:
-        A 1-D float tensor: one norm per tensor.
+        A 1-D float tensor: one norm per tensor (0 for an empty one).
     """
     # CUDA's multi-tensor kernel reduces each tensor in blocks, then over the blocks: accurate
     # already, and one launch for all (the transformer of the benchmarks has 50 long tensors).
-    long = {i for i, t in enumerate(tensors) if t.numel() > ONE_CALL_MAX and not t.is_cuda}
-    if not long:
+    # An empty tensor's norm is 0 (torch raises on one for the inf norm).
+    apart = {i for i, t in enumerate(tensors)
+             if t.numel() == 0 or (t.numel() > ONE_CALL_MAX and not t.is_cuda and order != _INF)}
+    if not apart:
         return torch.stack(torch._foreach_norm(tensors, order))
     out: list[Any] = [None] * len(tensors)
-    short = [i for i in range(len(tensors)) if i not in long]
-    if short:
-        for i, n in zip(short, torch._foreach_norm([tensors[i] for i in short], order),
+    together = [i for i in range(len(tensors)) if i not in apart]
+    if together:
+        for i, n in zip(together, torch._foreach_norm([tensors[i] for i in together], order),
                         strict=True):
             out[i] = n
-    for i in long:
-        out[i] = _long_norm(tensors[i], order)
+    for i in apart:
+        t = tensors[i]
+        out[i] = t.new_zeros(()) if t.numel() == 0 else _long_norm(t, order)
     return torch.stack(out)
 
 
@@ -121,7 +124,7 @@ def grad_scan(grads: list[Any]) -> torch.Tensor:
     # One pass per matrix: the largest |g| of each unit (column); NaN/inf propagate.
     cols = [torch.linalg.vector_norm(_units(g), ord=_INF, dim=0) if g.dim() >= 2
             else g.abs().reshape(-1) for g in gs]
-    m = torch.stack(torch._foreach_norm(cols, _INF))
+    m = norms(cols, _INF)
     if not bool(torch.isfinite(m).all()):
         return torch.stack([torch.stack(_scan_exact(g)) for g in gs])
     sizes = torch.tensor([g.numel() for g in gs], dtype=torch.float32, device=m.device)
@@ -167,7 +170,7 @@ def _shifted_var(x: torch.Tensor) -> torch.Tensor:
 
 
 def _weight_norms(ws: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-    mw = torch.stack(torch._foreach_norm(ws, _INF))
+    mw = norms(ws, _INF)
     if bool(torch.isfinite(mw).all()) and _direct(mw[mw > 0]):
         norm = norms(ws, 2)
         return mw, torch.where(mw > 0, (norm / torch.where(mw > 0, mw, 1.0)) ** 2, 0.0)
@@ -265,7 +268,7 @@ def direct_stats(grads: list[Any], weights: list[Any],
     if "dead_unit_fraction" in want:
         cols = [torch.linalg.vector_norm(_units(g), ord=_INF, dim=0) if g.dim() >= 2
                 else g.abs().reshape(-1) for g in gs]
-        m = torch.stack(torch._foreach_norm(cols, _INF))
+        m = norms(cols, _INF)
         live = norms(cols, 0)
         dead = torch.where(scalar | (n_units == 0), torch.zeros_like(m),
                            1.0 - live / n_units.clamp(min=1.0))
@@ -283,7 +286,7 @@ def direct_stats(grads: list[Any], weights: list[Any],
         zero = (wnorm == 0) & (sizes < ZERO_CHECK_BELOW)
         if bool(zero.any()):   # eager; the caller's cond reads `ok` on the host right after
             idx = zero.nonzero().flatten()
-            w_max = torch.stack(torch._foreach_norm([ws[i] for i in idx.tolist()], _INF))
+            w_max = norms([ws[i] for i in idx.tolist()], _INF)
             w_ok = w_ok.index_put((idx,), w_max == 0)
         ok &= torch.isfinite(wnorm) & w_ok
     std = nan

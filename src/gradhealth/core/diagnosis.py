@@ -141,7 +141,8 @@ def aggregate_layers(variables: pd.DataFrame | Table) -> pd.DataFrame | Table:
     by variable size; the dead-unit fraction is the kernel's (the first variable with two or more
     axes) or, for layers without one, the largest over the layer's vectors. ``kernel_grad_norm``
     and ``kernel_weight_norm`` combine the variables with two or more axes only (the weights
-    whose scale a normalization removes); ``relative_grad`` is their ratio.
+    whose scale a normalization removes); ``relative_grad`` is their ratio. Variables with no
+    entries (a shape with a 0) are left out: a layer holding only such variables has no row.
 
     Args:
         variables: The per-variable statistics (:func:`gradhealth.gradient_stats`), as a
@@ -154,6 +155,11 @@ def aggregate_layers(variables: pd.DataFrame | Table) -> pd.DataFrame | Table:
 
 
 def _aggregate(variables: Table) -> Table:
+    # A variable with no entries has no gradient to read (its statistics are all 0); a layer of
+    # such variables only would otherwise show a NaN norm and read as non-finite.
+    sized = np.asarray(variables["size"]) > 0
+    if not sized.all():
+        variables = variables.take(np.flatnonzero(sized))
     layer = variables["layer"]
     index: dict[Any, int] = {}
     codes = np.fromiter((index.setdefault(name, len(index)) for name in layer), dtype=np.int64,

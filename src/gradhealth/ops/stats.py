@@ -520,6 +520,9 @@ def device_stats(grads: list[Any], weights: list[Any], kernels: Any = None,
     k = kernels if kernels is not None else _GENERIC
     if not grads:
         return ops.zeros((0, len(DEVICE_STATS)), "float32")
+    empty = _empty_positions(weights)
+    if empty:
+        return _with_empty_rows(grads, weights, k, stats, empty)
 
     def exact() -> Any:
         scan = k.grad_scan(grads)
@@ -534,6 +537,28 @@ def device_stats(grads: list[Any], weights: list[Any], kernels: Any = None,
                                    variable_sizes(weights)), stats)
     table, ok = k.direct_stats(grads, weights, stats)
     return k.cond(ops.all(ok), lambda: table, exact)
+
+
+def _empty_positions(weights: list[Any]) -> list[int]:
+    """Positions of the variables with no entries (a static shape with a 0)."""
+    return [i for i, w in enumerate(weights) if 0 in tuple(w.shape)]
+
+
+def _with_empty_rows(grads: list[Any], weights: list[Any], kernels: Any,
+                     stats: tuple[str, ...], empty: list[int]) -> Any:
+    """:func:`device_stats` where some variables have no entries: their rows are zeros, as
+    :func:`gradhealth.core.stats.tensor_stats` defines them (every reduction over nothing is
+    0); the others are reduced as usual. A max over an empty tensor has no value, so every
+    backend's kernels raise on one."""
+    keep = [i for i in range(len(weights)) if i not in set(empty)]
+    zeros = _mask(ops.zeros((len(empty), len(DEVICE_STATS)), "float32"), stats)
+    if not keep:
+        return zeros
+    table = ops.cast(device_stats([grads[i] for i in keep], [weights[i] for i in keep],
+                                  kernels=kernels, stats=stats), "float32")
+    order = np.argsort(np.asarray(keep + empty), kind="stable").astype("int32")
+    return ops.take(ops.concatenate([table, zeros], axis=0), ops.convert_to_tensor(order),
+                    axis=0)
 
 
 class _Generic:

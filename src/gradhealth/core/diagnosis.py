@@ -74,6 +74,9 @@ ROLES: dict[str, str] = {
     "embedding": "embedding: judged on the rows this batch touched",
     "attention_qk": "attention query/key: small at initialization by design (Xiong et al. "
                     "2020); not depth evidence",
+    "layer_scaled": "inside a residual branch that a learnable LayerScale multiplies (1e-6 "
+                    "to 0.1 at initialization by design: Touvron et al. 2021); not depth "
+                    "evidence",
     "normalization": "normalization scale/offset: not depth evidence",
     "vector": "biases/vectors only: not depth evidence",
 }
@@ -570,6 +573,22 @@ def _time_findings(used: Table, t: Thresholds, ctx: dict[str, Any]) -> list[str]
     return out
 
 
+def _relative_exploding_finding(used: Table, part: Table, t: Thresholds) -> str:
+    """The exploding finding of kernels followed by normalization: they were judged by their
+    blocks' ``||g|| / ||W||`` against the last such block, so that is what it reports."""
+    roles = used["role"]
+    family = np.array([_DEPTH_FAMILY.get(r) == "relative" for r in roles], dtype=bool)
+    signals = np.asarray(used["signal"], dtype=np.float64)[family]
+    finite = signals[np.isfinite(signals)]
+    last = float(finite[-1]) if finite.size else float("nan")
+    top = part.row(int(np.nanargmax(np.asarray(part["signal"], dtype=float))))
+    return (f"Gradients explode in {_names(part)} (kernels followed by normalization, judged by "
+            f"||g||/||W||): the ratio is {top['signal']:.3g} in '{top['layer']}', "
+            f"{top['signal'] / last:.3g}x that of the last such block ({last:.3g}), above the "
+            f"limit of {t.exploding_ratio:.3g}x. Normalization without a residual path can make "
+            "gradients grow toward the input at initialization (Yang et al. 2019).")
+
+
 def _not_judged_finding(used: Table, ctx: dict[str, Any]) -> str | None:
     if "role" not in used:
         return None
@@ -580,6 +599,10 @@ def _not_judged_finding(used: Table, ctx: dict[str, Any]) -> str | None:
         parts.append(f"{counts['attention_qk']} attention query/key projection(s) (their "
                      "gradients are small at initialization because the softmax starts "
                      "near-uniform; Xiong et al. 2020)")
+    if counts.get("layer_scaled"):
+        parts.append(f"{counts['layer_scaled']} layer(s) inside residual branches scaled by a "
+                     "LayerScale (their gradients are that small learnable scale times the "
+                     "residual stream's; Touvron et al. 2021)")
     if counts.get("normalization"):
         parts.append(f"{counts['normalization']} normalization layer(s)")
     if counts.get("vector"):
@@ -628,13 +651,19 @@ def findings(layers: pd.DataFrame | Table, thresholds: Thresholds, context: dict
     exploding_mask = (status == "exploding") & ~through
     if exploding_mask.any():
         exploding = used.take(exploding_mask)
-        top = exploding.row(int(np.nanargmax(np.asarray(exploding["grad_norm"], dtype=float))))
-        out.append(
-            f"Gradients explode in {_names(exploding)}: the largest norm is "
-            f"{top['grad_norm']:.3g} in '{top['layer']}', above the limit of "
-            f"{t.exploding_norm:.3g} (or {t.exploding_ratio:.3g}x the last layer's, "
-            f"{last_norm:.3g})."
-        )
+        relative = np.array([_DEPTH_FAMILY.get(r) == "relative" for r in exploding["role"]]
+                            if "role" in exploding else np.zeros(len(exploding)), dtype=bool)
+        if (~relative).any():
+            by_norm = exploding.take(~relative)
+            top = by_norm.row(int(np.nanargmax(np.asarray(by_norm["grad_norm"], dtype=float))))
+            out.append(
+                f"Gradients explode in {_names(by_norm)}: the largest norm is "
+                f"{top['grad_norm']:.3g} in '{top['layer']}', above the limit of "
+                f"{t.exploding_norm:.3g} (or {t.exploding_ratio:.3g}x the last layer's, "
+                f"{last_norm:.3g})."
+            )
+        if relative.any():
+            out.append(_relative_exploding_finding(used, exploding.take(relative), t))
     if "dead" in present:
         dead = used.take(status == "dead")
         worst = dead.row(int(np.nanargmax(np.asarray(dead["dead_unit_fraction"], dtype=float))))

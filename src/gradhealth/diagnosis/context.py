@@ -20,6 +20,7 @@ returns plain Python values:
 
 from __future__ import annotations
 
+import re
 import weakref
 from collections.abc import Callable
 from typing import Any
@@ -33,7 +34,7 @@ from gradhealth.core.knowledge import activation_name
 from gradhealth.core.stats import robust_norm
 from gradhealth.core.timeprofile import time_profile
 
-__all__ = ["GATED_CELLS", "MERGE_LAYERS", "NORMALIZATION_LAYERS", "PASSTHROUGH_LAYERS",
+__all__ = ["GATED_CELLS", "LAYER_SCALE", "MERGE_LAYERS", "NORMALIZATION_LAYERS", "PASSTHROUGH_LAYERS",
            "RECURRENT_CELLS", "RESIDUAL_LAYERS", "SCALE_FREE_ACTIVATIONS", "model_context"]
 
 NORMALIZATION_LAYERS: tuple[str, ...] = ("BatchNormalization", "LayerNormalization",
@@ -58,6 +59,10 @@ RECURRENT_CELLS: tuple[str, ...] = ("SimpleRNNCell", "LSTMCell", "GRUCell")
 #: Cells whose path through time is gated (an additive memory the gates learn to keep open).
 GATED_CELLS: tuple[str, ...] = ("LSTMCell", "GRUCell")
 _EMBEDDINGS = ("Embedding",)
+#: Layers that multiply a residual branch by a learnable per-channel scale, small at
+#: initialization (ConvNeXt's and CaiT's ``LayerScale``: Touvron et al. 2021), matched by class
+#: name: the gradients of every weight inside the branch are that scale times the stream's.
+LAYER_SCALE = re.compile(r"layer_?scale", re.IGNORECASE)
 # Structural facts per model, computed once: walking ResNet50's 177 layers each checkup would
 # cost more than the statistics.
 _STRUCTURE: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
@@ -98,6 +103,61 @@ def _owners(layers: list[Any]) -> dict[int, Any]:
 
 def _flat(tensors: Any) -> list[Any]:
     return list(keras.tree.flatten(tensors)) if tensors is not None else []
+
+
+def _graph_nodes(model: Any, layers: list[Any]) -> list[Any]:
+    """The layers, plus the operations of functional graphs that are not layers: ``a + b`` in a
+    functional model is an ``ops.add`` node (ConvNeXt's residual sums), which ``walk_layers``
+    does not list."""
+    nodes = list(layers)
+    seen = {id(node) for node in nodes}
+    for owner in [model, *layers]:
+        for op in getattr(owner, "operations", None) or []:
+            if id(op) not in seen and not isinstance(op, keras.layers.Layer):
+                seen.add(id(op))
+                nodes.append(op)
+    return nodes
+
+
+def _producers(nodes: list[Any]) -> dict[int, list[Any]]:
+    """id(node) -> the nodes whose outputs it takes (functional graphs; empty when unknown)."""
+    producer: dict[int, Any] = {}
+    for node in nodes:
+        try:
+            for t in _flat(node.output):
+                producer[id(t)] = node
+        except (AttributeError, ValueError, RuntimeError):
+            continue
+    out: dict[int, list[Any]] = {}
+    for node in nodes:
+        try:
+            inputs = _flat(node.input)
+        except (AttributeError, ValueError, RuntimeError):
+            continue
+        out[id(node)] = [producer[id(t)] for t in inputs if id(t) in producer
+                         and producer[id(t)] is not node]
+    return out
+
+
+def _layer_scaled(nodes: list[Any], producers: dict[int, list[Any]],
+                  consumers: dict[int, list[Any]]) -> set[int]:
+    """id of every layer inside a residual branch that a :data:`LAYER_SCALE` layer multiplies.
+
+    From each such layer, walks back along the branch (one producer at a time) until the node
+    whose output also feeds something else: that is where the branch left the residual stream.
+    """
+    scaled: set[int] = set()
+    for node in nodes:
+        if not LAYER_SCALE.search(_kind(node)) or not isinstance(node, keras.layers.Layer):
+            continue
+        current = node
+        for _ in range(32):  # a branch of a few dozen layers at most
+            before = producers.get(id(current), [])
+            if len(before) != 1 or len(consumers.get(id(before[0]), [])) != 1:
+                break
+            current = before[0]
+            scaled.add(id(current))
+    return scaled
 
 
 def _consumers(layers: list[Any]) -> dict[int, list[Any]]:
@@ -141,7 +201,8 @@ def _scale_invariant(layer: Any, consumers: dict[int, list[Any]]) -> str | None:
     return None
 
 
-def _role(layer: Any, qk: set[int], consumers: dict[int, list[Any]]) -> tuple[str, str]:
+def _role(layer: Any, qk: set[int], consumers: dict[int, list[Any]],
+          scaled: frozenset[int] | set[int] = frozenset()) -> tuple[str, str]:
     kind = _kind(layer)
     if id(layer) in qk:
         return "attention_qk", ""
@@ -153,6 +214,8 @@ def _role(layer: Any, qk: set[int], consumers: dict[int, list[Any]]) -> tuple[st
         return "recurrent", ""
     if not any(len(v.shape) >= 2 for v in layer.trainable_weights):
         return "vector", ""
+    if id(layer) in scaled:
+        return "layer_scaled", ""
     norm = _scale_invariant(layer, consumers)
     if norm is not None:
         return "scale_invariant", norm
@@ -320,7 +383,9 @@ def _structure(model: Any, layer_names: list[str], variables: list[Any]
     """The facts that depend only on the model's structure (cached per model)."""
     layers = walk_layers(model)
     owners = _owners(layers)
-    consumers = _consumers(layers)
+    nodes = _graph_nodes(model, layers)
+    consumers = _consumers(nodes)
+    scaled = _layer_scaled(nodes, _producers(nodes), consumers)
     qk: set[int] = set()
     for layer in layers:
         if _kind(layer) == "MultiHeadAttention":
@@ -348,7 +413,7 @@ def _structure(model: Any, layer_names: list[str], variables: list[Any]
         owner = owners.get(id(variables[idx[0]])) if idx else None
         if owner is None:
             continue
-        role, norm = _role(owner, qk, consumers)
+        role, norm = _role(owner, qk, consumers, scaled)
         roles[name] = role
         if norm:
             normalized_by[name] = norm
@@ -380,7 +445,7 @@ def _structure(model: Any, layer_names: list[str], variables: list[Any]
                 if name.rsplit("/", 1)[-1] == layer.name and name not in activations:
                     activations[name] = _act(nxt[0]) if _kind(nxt[0]) == "Activation" else \
                         activation_name(_kind(nxt[0]))
-    kinds = {_kind(layer) for layer in layers}
+    kinds = {_kind(node) for node in nodes}  # ``a + b`` nodes count as residual adds
     custom = sorted({_kind(layer) for layer in layers
                      if not type(layer).__module__.startswith(_STANDARD_MODULE)})
     has_residual: bool | None = bool(top_residual or kinds & set(RESIDUAL_LAYERS))

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import keras
 import numpy as np
 import pandas as pd
 import pytest
 
+import gradhealth as gh
 from gradhealth import Thresholds, diagnose
 from gradhealth.core import diagnosis
 from gradhealth.core.stats import tensor_stats
@@ -204,3 +206,28 @@ def test_score_meaning_is_part_of_the_report():
     r = diagnose(table([0.5, 0.4]))
     assert "not accuracy" in r.score_meaning or "nothing about accuracy" in r.score_meaning
     assert r.score_meaning in r.to_markdown() and r.score_meaning in r.to_html()
+
+
+def test_exploding_finding_of_normalized_kernels_reports_their_ratio():
+    """Batch normalization with no residual path makes ||g||/||W|| grow toward the input at
+    initialization (Yang et al. 2019): a 60-layer Dense-BN-ReLU stack is read as exploding by
+    that ratio, and the finding must report the ratio it was judged by, not a gradient norm
+    'above the limit' that the norm is not above."""
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((32,))
+    h = inputs
+    for _ in range(60):
+        h = keras.layers.Dense(64, use_bias=False)(h)
+        h = keras.layers.Activation("relu")(keras.layers.BatchNormalization()(h))
+    model = keras.Model(inputs, keras.layers.Dense(10)(h))
+    rng = np.random.default_rng(0)
+    report = gh.checkup(model, rng.normal(size=(64, 32)).astype("float32"),
+                        rng.integers(0, 10, 64),
+                        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    assert report.status == "exploding"
+    finding = next(f for f in report.findings if f.startswith("Gradients explode"))
+    assert "judged by ||g||/||W||" in finding and "largest norm" not in finding
+    exploding = report.layers[report.layers["status"] == "exploding"]
+    top = exploding["signal"].max()
+    assert f"the ratio is {top:.3g}" in finding
+    assert (exploding["role"] == "scale_invariant").all()

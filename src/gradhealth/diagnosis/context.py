@@ -119,26 +119,6 @@ def _graph_nodes(model: Any, layers: list[Any]) -> list[Any]:
     return nodes
 
 
-def _producers(nodes: list[Any]) -> dict[int, list[Any]]:
-    """id(node) -> the nodes whose outputs it takes (functional graphs; empty when unknown)."""
-    producer: dict[int, Any] = {}
-    for node in nodes:
-        try:
-            for t in _flat(node.output):
-                producer[id(t)] = node
-        except (AttributeError, ValueError, RuntimeError):
-            continue
-    out: dict[int, list[Any]] = {}
-    for node in nodes:
-        try:
-            inputs = _flat(node.input)
-        except (AttributeError, ValueError, RuntimeError):
-            continue
-        out[id(node)] = [producer[id(t)] for t in inputs if id(t) in producer
-                         and producer[id(t)] is not node]
-    return out
-
-
 def _layer_scaled(nodes: list[Any], producers: dict[int, list[Any]],
                   consumers: dict[int, list[Any]]) -> set[int]:
     """id of every layer inside a residual branch that a :data:`LAYER_SCALE` layer multiplies.
@@ -160,26 +140,29 @@ def _layer_scaled(nodes: list[Any], producers: dict[int, list[Any]],
     return scaled
 
 
-def _consumers(layers: list[Any]) -> dict[int, list[Any]]:
-    """id(layer) -> the layers that take its output (functional graphs; empty when unknown)."""
-    producer: dict[int, Any] = {}
-    for layer in layers:
+def _edges(nodes: list[Any]) -> tuple[dict[int, list[Any]], dict[int, list[Any]]]:
+    """``(producers, consumers)``: id(node) -> the nodes whose outputs it takes, and id(node) ->
+    the nodes that take its output (functional graphs; empty where unknown)."""
+    made_by: dict[int, Any] = {}
+    for node in nodes:
         try:
-            for t in _flat(layer.output):
-                producer[id(t)] = layer
+            for t in _flat(node.output):
+                made_by[id(t)] = node
         except (AttributeError, ValueError, RuntimeError):
             continue
-    out: dict[int, list[Any]] = {}
-    for layer in layers:
+    producers: dict[int, list[Any]] = {}
+    consumers: dict[int, list[Any]] = {}
+    for node in nodes:
         try:
-            inputs = _flat(layer.input)
+            inputs = _flat(node.input)
         except (AttributeError, ValueError, RuntimeError):
             continue
-        for t in inputs:
-            src = producer.get(id(t))
-            if src is not None and src is not layer:
-                out.setdefault(id(src), []).append(layer)
-    return out
+        sources = [made_by[id(t)] for t in inputs
+                   if id(t) in made_by and made_by[id(t)] is not node]
+        producers[id(node)] = sources
+        for src in sources:
+            consumers.setdefault(id(src), []).append(node)
+    return producers, consumers
 
 
 def _scale_invariant(layer: Any, consumers: dict[int, list[Any]]) -> str | None:
@@ -384,8 +367,8 @@ def _structure(model: Any, layer_names: list[str], variables: list[Any]
     layers = walk_layers(model)
     owners = _owners(layers)
     nodes = _graph_nodes(model, layers)
-    consumers = _consumers(nodes)
-    scaled = _layer_scaled(nodes, _producers(nodes), consumers)
+    producers, consumers = _edges(nodes)
+    scaled = _layer_scaled(nodes, producers, consumers)
     qk: set[int] = set()
     for layer in layers:
         if _kind(layer) == "MultiHeadAttention":

@@ -80,3 +80,23 @@ def test_without_layer_scale_the_branches_are_judged(blocks):
     roles = dict(zip(report.layers["layer"], report.layers["role"], strict=True))
     assert roles["block0_up"] in ("kernel", "scale_invariant")
     assert report.status == "healthy"
+
+
+def test_the_plot_sets_layers_that_are_not_depth_evidence_apart():
+    """Their bars are 1e-6 of the others by design: drawn pale, with their own legend entry."""
+    from matplotlib.colors import to_hex
+
+    from gradhealth.report.plots import STATUS_COLORS
+
+    model = scaled_residual_net(blocks=4)
+    x, y = batch()
+    report = gh.checkup(model, x, y, loss=LOSS)
+    fig = report.plot()
+    ax = fig.axes[0]
+    colors = [to_hex(bar.get_facecolor()) for bar in ax.patches]
+    for color, role in zip(colors, report.layers["role"], strict=True):
+        judged = role in ("kernel", "scale_invariant", "recurrent", "embedding")
+        assert color == (STATUS_COLORS["healthy"] if judged
+                         else STATUS_COLORS["not depth evidence"]), role
+    assert {t.get_text() for t in ax.get_legend().get_texts()} == {"healthy",
+                                                                   "not depth evidence"}

@@ -40,7 +40,7 @@ from gradhealth.core.table import Table, as_table, like
 from gradhealth.core.thresholds import Thresholds
 from gradhealth.core.timeprofile import memory_horizon
 
-__all__ = ["ADAPTIVE_OPTIMIZERS", "CATEGORIES", "RELU_FAMILY", "ROLES", "SATURATING_ACTIVATIONS",
+__all__ = ["ADAPTIVE_OPTIMIZERS", "CATEGORIES", "NOT_DEPTH_EVIDENCE", "RELU_FAMILY", "ROLES", "SATURATING_ACTIVATIONS",
            "SCORE_MEANING", "SEVERITY", "STATUSES", "Recommendation", "aggregate_layers",
            "annotate_layers", "classify_layers", "findings", "health_score", "overall_status",
            "recommendations"]
@@ -82,6 +82,8 @@ ROLES: dict[str, str] = {
 }
 """How each kind of layer's gradient is read (the ``role`` column of the layer table)."""
 _DEPTH_FAMILY = {"kernel": "norm", "recurrent": "norm", "scale_invariant": "relative"}
+NOT_DEPTH_EVIDENCE: frozenset[str] = frozenset(ROLES) - set(_DEPTH_FAMILY) - {"embedding"}
+"""Roles whose layers are healthy unless NaN/inf: their gradient is not read along depth."""
 
 SCORE_MEANING: str = (
     "The score (0-100) measures gradient health on this batch: whether every layer receives a "

@@ -6,6 +6,8 @@ import io
 import os
 from typing import Any
 
+from gradhealth.core.diagnosis import NOT_DEPTH_EVIDENCE
+
 __all__ = ["STATUS_COLORS", "compare_gradient_flow", "figure_png", "plot_gradient_flow",
            "plot_time_profiles", "pyplot"]
 
@@ -16,6 +18,7 @@ STATUS_COLORS: dict[str, str] = {
     "exploding": "#c62828",
     "nonfinite": "#000000",
     "unused": "#9e9e9e",
+    "not depth evidence": "#a5d6a7",
 }
 
 
@@ -53,7 +56,8 @@ def _has_display() -> bool:
 
 
 def plot_gradient_flow(report: Any, ax: Any = None, title: str | None = None) -> Any:
-    """Per-layer gradient norm on a log scale, bars coloured by status.
+    """Per-layer gradient norm on a log scale, bars coloured by status (healthy layers that are
+    not depth evidence, :data:`gradhealth.core.diagnosis.NOT_DEPTH_EVIDENCE`, in pale green).
 
     Args:
         report: A :class:`~gradhealth.HealthReport` (or anything with a ``layers`` DataFrame
@@ -76,7 +80,12 @@ def plot_gradient_flow(report: Any, ax: Any = None, title: str | None = None) ->
     positive = norms[norms > 0]
     floor = float(positive.min()) / 10 if len(positive) else 1e-12
     heights = norms.where(norms > 0, floor)
-    colors = [STATUS_COLORS.get(s, "#9e9e9e") for s in layers["status"]]
+    # Healthy layers whose gradient is not read along depth (LayerScale branches, attention
+    # query/key, normalization, vectors) in a pale green: their small bars are by design.
+    roles = layers["role"] if "role" in layers else [None] * len(layers)
+    keys = ["not depth evidence" if s == "healthy" and r in NOT_DEPTH_EVIDENCE else s
+            for s, r in zip(layers["status"], roles, strict=True)]
+    colors = [STATUS_COLORS.get(k, "#9e9e9e") for k in keys]
     ax.bar(range(1, len(layers) + 1), heights, color=colors)
     ax.set_yscale("log")
     ax.set_xlabel("layer (input → output)")
@@ -89,7 +98,7 @@ def plot_gradient_flow(report: Any, ax: Any = None, title: str | None = None) ->
         ax.set_xticks(range(1, len(layers) + 1), list(layers["layer"]), rotation=45, ha="right")
     from matplotlib.patches import Patch  # lazy: see pyplot
 
-    seen = list(dict.fromkeys(layers["status"]))
+    seen = list(dict.fromkeys(keys))
     ax.legend(handles=[Patch(color=STATUS_COLORS.get(s, "#9e9e9e"), label=s) for s in seen],
               loc="best", fontsize=8)
     ax.grid(True, axis="y", which="major", alpha=0.3)

@@ -111,9 +111,6 @@ class MonitoringOptimizer(GradientWrapperOptimizer):
         self.connected: list[bool] = []
         self.hist_ring: Any = None
         self._kernels = stats_kernels(ops_stats)
-        # Eager backends (torch) write the rings and counters in place; None elsewhere.
-        self._write_row = getattr(self._kernels, "write_row", None)
-        self._count_step = getattr(self._kernels, "count_step", None)
         # Steps counted on the host since reset_counters: torch runs eagerly, so its log/no-log
         # branch needs no device read.
         self._host_step = 0
@@ -168,6 +165,14 @@ class MonitoringOptimizer(GradientWrapperOptimizer):
         step = ops.convert_to_tensor(self.step_counter)
         return ops.equal(ops.mod(step, self.every), 0)
 
+    @property
+    def _in_place(self) -> bool:
+        """Whether this step writes the rings and counters in place: an eager backend's kernels
+        (torch: :func:`gradhealth.adapters.torch_kernels.write_row` and ``count_step``), outside
+        ``stateless_apply``, whose variables read the values handed in."""
+        return getattr(self._kernels, "write_row", None) is not None and \
+            not self._in_stateless_apply
+
     def _rings(self) -> list[Any]:
         rings = [self.ring, self.ring_steps]
         return rings + [self.hist_ring] if self.hist_ring is not None else rings
@@ -186,7 +191,7 @@ class MonitoringOptimizer(GradientWrapperOptimizer):
         if not present:
             return ops.convert_to_tensor(True)
         k = self._kernels
-        if self._write_row is not None and not self._in_stateless_apply:
+        if self._in_place:
             return self._eager_flag(grads, weights, present)
         step = ops.convert_to_tensor(self.step_counter)
 
@@ -237,35 +242,33 @@ class MonitoringOptimizer(GradientWrapperOptimizer):
         host, and the row is written into the ring in place
         (:func:`gradhealth.adapters.torch_kernels.write_row`), not through ``slice_update``
         and ``assign``, which copy the whole ring twice."""
-        step = self._host_step
-        if step % self.every:
+        if not self._log_now():
             return self._kernels.finite_guard(present)
+        step = self._host_step
         filled, table = self._table(grads, weights)
         slot = (step // self.every) % self.buffer_steps
         rows = [(self.ring.value, table)]
         if self.hist_ring is not None:
             rows.append((self.hist_ring.value, self._histograms(filled, table)))
-        self._write_row(rows, self.ring_steps.value, slot, step)
+        self._kernels.write_row(rows, self.ring_steps.value, slot, step)
         return table[:, _NONFINITE].sum() == 0
 
     def transform(self, grads: list[Any], weights: list[Any], finite: Any = None) -> list[Any]:
         if finite is None:
             finite = self.finite_flag(grads, weights)
-        if self._count_step is not None and not self._in_stateless_apply:
-            self._count_step(self.counters.value, self.step_counter.value, finite,
-                             self._host_step)
-            self._host_step += 1
-            return (grads if self.clip_norm is None
-                    else ops_clip_by_global_norm(grads, self.clip_norm)[0])
-        step = ops.convert_to_tensor(self.step_counter)
-        finite = ops.cast(finite, "float32")
-        counters = ops.convert_to_tensor(self.counters)
-        self.counters.assign(ops.stack([
-            counters[C_STEPS] + 1.0,
-            counters[C_NONFINITE] + (1.0 - finite),
-            finite * counters[C_LAST_NONFINITE] + (1.0 - finite) * ops.cast(step, "float32"),
-        ]))
-        self.step_counter.assign(step + 1)
+        if self._in_place:
+            self._kernels.count_step(self.counters.value, self.step_counter.value, finite,
+                                     self._host_step)
+        else:
+            step = ops.convert_to_tensor(self.step_counter)
+            finite = ops.cast(finite, "float32")
+            counters = ops.convert_to_tensor(self.counters)
+            self.counters.assign(ops.stack([
+                counters[C_STEPS] + 1.0,
+                counters[C_NONFINITE] + (1.0 - finite),
+                finite * counters[C_LAST_NONFINITE] + (1.0 - finite) * ops.cast(step, "float32"),
+            ]))
+            self.step_counter.assign(step + 1)
         if keras.backend.backend() == "torch":  # eager: this runs once per step
             self._host_step += 1
         if self.clip_norm is not None:

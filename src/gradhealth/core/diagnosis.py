@@ -40,8 +40,8 @@ from gradhealth.core.table import Table, as_table, like
 from gradhealth.core.thresholds import Thresholds
 from gradhealth.core.timeprofile import memory_horizon
 
-__all__ = ["ADAPTIVE_OPTIMIZERS", "CATEGORIES", "NOT_DEPTH_EVIDENCE", "RELU_FAMILY", "ROLES", "SATURATING_ACTIVATIONS",
-           "SCORE_MEANING", "SEVERITY", "STATUSES", "Recommendation", "aggregate_layers",
+__all__ = ["ADAPTIVE_OPTIMIZERS", "CATEGORIES", "NOT_DEPTH_EVIDENCE", "RELU_FAMILY", "ROLES",
+           "SATURATING_ACTIVATIONS", "SCORE_MEANING", "SEVERITY", "STATUSES", "Recommendation", "aggregate_layers",
            "annotate_layers", "classify_layers", "findings", "health_score", "overall_status",
            "recommendations"]
 

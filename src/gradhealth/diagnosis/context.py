@@ -34,8 +34,8 @@ from gradhealth.core.knowledge import activation_name
 from gradhealth.core.stats import robust_norm
 from gradhealth.core.timeprofile import time_profile
 
-__all__ = ["GATED_CELLS", "LAYER_SCALE", "MERGE_LAYERS", "NORMALIZATION_LAYERS", "PASSTHROUGH_LAYERS",
-           "RECURRENT_CELLS", "RESIDUAL_LAYERS", "SCALE_FREE_ACTIVATIONS", "model_context"]
+__all__ = ["GATED_CELLS", "LAYER_SCALE", "MERGE_LAYERS", "NORMALIZATION_LAYERS",
+           "PASSTHROUGH_LAYERS", "RECURRENT_CELLS", "RESIDUAL_LAYERS", "SCALE_FREE_ACTIVATIONS", "model_context"]
 
 NORMALIZATION_LAYERS: tuple[str, ...] = ("BatchNormalization", "LayerNormalization",
                                          "GroupNormalization", "UnitNormalization",
@@ -184,8 +184,8 @@ def _scale_invariant(layer: Any, consumers: dict[int, list[Any]]) -> str | None:
     return None
 
 
-def _role(layer: Any, qk: set[int], consumers: dict[int, list[Any]],
-          scaled: frozenset[int] | set[int] = frozenset()) -> tuple[str, str]:
+def _role(layer: Any, qk: set[int], scaled: set[int], consumers: dict[int, list[Any]]
+          ) -> tuple[str, str]:
     kind = _kind(layer)
     if id(layer) in qk:
         return "attention_qk", ""
@@ -396,7 +396,7 @@ def _structure(model: Any, layer_names: list[str], variables: list[Any]
         owner = owners.get(id(variables[idx[0]])) if idx else None
         if owner is None:
             continue
-        role, norm = _role(owner, qk, consumers, scaled)
+        role, norm = _role(owner, qk, scaled, consumers)
         roles[name] = role
         if norm:
             normalized_by[name] = norm

@@ -550,7 +550,8 @@ def _with_empty_rows(grads: list[Any], weights: list[Any], kernels: Any,
     :func:`gradhealth.core.stats.tensor_stats` defines them (every reduction over nothing is
     0); the others are reduced as usual. A max over an empty tensor has no value, so every
     backend's kernels raise on one."""
-    keep = [i for i in range(len(weights)) if i not in set(empty)]
+    skipped = set(empty)
+    keep = [i for i in range(len(weights)) if i not in skipped]
     zeros = _mask(ops.zeros((len(empty), len(DEVICE_STATS)), "float32"), stats)
     if not keep:
         return zeros

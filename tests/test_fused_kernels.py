@@ -44,3 +44,33 @@ def test_tensorflow_graph_conditionals_are_not_lowered_to_switch_merge():
     assert all(op.get_attr("_lower_using_switch_merge") is False for op in ifs)
     table, finite = step(grads)
     assert bool(finite) and np.allclose(table.numpy()[:, 0], [np.sqrt(12.0), np.sqrt(3.0)])
+
+
+@pytest.mark.skipif(keras.backend.backend() != "tensorflow", reason="a TensorFlow graph detail")
+def test_skip_conditional_is_one_function_call_and_skips():
+    """The monitor's "apply or skip" has no outputs, so its If op is found by what the call added;
+    lowered, it made a step at every=100 1.04x an unmonitored one (tf_graph's docstring)."""
+    import tensorflow as tf
+
+    from gradhealth.adapters.distribute import cond_on_replicas
+
+    v = keras.Variable(np.zeros(3, "float32"))
+
+    def add(g):
+        v.assign_add(g)
+
+    @tf.function(autograph=False)
+    def step(flag, g):
+        cond_on_replicas(flag, add, g)
+        return v.value + 0.0
+
+    g = tf.constant(np.ones(3, "float32"))
+    graph = step.get_concrete_function(tf.constant(True), g).graph
+    ifs = [op for op in graph.get_operations() if op.type in ("If", "StatelessIf")]
+    assert len(ifs) == 1 and ifs[0].get_attr("_lower_using_switch_merge") is False
+    np.testing.assert_array_equal(step(tf.constant(True), g).numpy(), [1.0, 1.0, 1.0])
+    np.testing.assert_array_equal(step(tf.constant(False), g).numpy(), [1.0, 1.0, 1.0])
+    np.testing.assert_array_equal(step(tf.constant(True), g).numpy(), [2.0, 2.0, 2.0])
+    # A concrete predicate branches in Python: no graph, one branch.
+    cond_on_replicas(False, add, g)
+    np.testing.assert_array_equal(v.numpy(), [2.0, 2.0, 2.0])

@@ -26,13 +26,14 @@ fast differs per backend:
 
 from __future__ import annotations
 
-import functools
 import importlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import keras
+
+from gradhealth.adapters.tf_graph import unlowered_cond
 
 __all__ = ["BRANCH_FREE", "StatsKernels", "branch_free", "stats_kernels"]
 
@@ -94,37 +95,6 @@ def _eager_cond(pred: Any, true_fn: Callable[[], Any], false_fn: Callable[[], An
     return true_fn() if bool(pred) else false_fn()
 
 
-def _tf_cond(tf: Any, pred: Any, true_fn: Callable[[], Any], false_fn: Callable[[], Any]
-             ) -> Any:
-    """``ops.control.cond`` whose graph branch runs as a function call.
-
-    Inside a ``tf.function`` TensorFlow lowers ``tf.cond`` to Switch/Merge operations, and the
-    executor then visits every operation of the branch not taken too (marking it dead): the
-    exact-statistics fallback has about a thousand operations, which cost as much as the
-    statistics themselves on every step. Unlowered, the ``If`` operation runs only the branch
-    taken.
-    """
-    from tensorflow.core.framework import attr_value_pb2  # lazy: TensorFlow backend only
-
-    try:
-        concrete = bool(pred)
-    except TypeError:  # a symbolic tensor: branch in the graph
-        out = tf.cond(pred, true_fn, false_fn)
-        seen, todo = set(), [t.op for t in tf.nest.flatten(out) if hasattr(t, "op")]
-        while todo:
-            op = todo.pop()
-            if op.name in seen:
-                continue
-            seen.add(op.name)
-            if op.type in ("If", "StatelessIf"):
-                op._set_attr("_lower_using_switch_merge",  # noqa: SLF001 - no public switch
-                             attr_value_pb2.AttrValue(b=False))
-            elif op.type == "Identity":
-                todo.extend(t.op for t in op.inputs)
-        return out
-    return true_fn() if concrete else false_fn()
-
-
 def _tf_dense(kernels: Any) -> StatsKernels:
     import tensorflow as tf  # lazy: only the TensorFlow backend needs it
 
@@ -142,7 +112,7 @@ def _tf_dense(kernels: Any) -> StatsKernels:
     # Inside Keras' train function AutoGraph would convert these Python functions again on
     # every trace (seconds for a deep model); they hold no tensor-dependent control flow.
     plain = tf.autograph.experimental.do_not_convert
-    cond = functools.partial(_tf_cond, tf)
+    cond = unlowered_cond
     return StatsKernels(
         grad_scan=plain(lambda grads: kernels.grad_scan(dense(grads))),
         scaled_sums=plain(lambda grads, weights, s: kernels.scaled_sums(dense(grads), weights,

@@ -153,7 +153,7 @@ def cond_on_replicas(flag: Any, fn: Callable[..., None], *args: Any) -> None:
     if not summed_across_replicas() or (
             tf.__internal__.distribute.strategy_supports_no_merge_call()):
         # One function call rather than Switch/Merge around every tensor of the update:
-        # 1.00x instead of 1.04x an unmonitored step (see `tf_graph`).
+        # about 1.01x instead of 1.04x an unmonitored step at every=100 (see `tf_graph`).
         unlowered_cond(flag, lambda: fn(*args), lambda: None)
         return
 

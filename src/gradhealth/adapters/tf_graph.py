@@ -9,7 +9,7 @@ enter once.
 Measured on a 2-core CPU (TensorFlow 2.21, the 20x256 MLP of ``benchmarks/monitor_overhead.py``,
 paired ratios over 16 alternating rounds): the monitor's "skip a non-finite step" conditional
 around Adam's update made a step at ``every=100`` 1.036-1.047x an unmonitored one lowered and
-1.001-1.009x unlowered; the exact-statistics fallback, about a thousand operations never taken,
+1.001-1.015x unlowered; the exact-statistics fallback, about a thousand operations never taken,
 cost as much as the statistics themselves on every step while lowered.
 
 Under XLA (``jit_compile=True``) the attribute is ignored: XLA compiles an ``If`` into its own

@@ -89,7 +89,6 @@ def test_skipped_sums_are_not_computed():
     assert full[0, 0] == scan[0, 0]
 
 
-
 @st.composite
 def moderate_variables(draw):
     """(gradient, weight) pairs well inside float32's range, where the one pass must be valid,

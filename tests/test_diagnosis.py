@@ -101,7 +101,8 @@ def test_recommendations_use_context():
     assert r.recommendations[0].params == {"activation": "relu"}
     ctx2 = dict(ctx, activations={f"l{i}": "relu" for i in range(1, 4)}, has_normalization=True,
                 has_residual=True)
-    cats2 = [rec.category for rec in diagnose(table([1e-9, 1e-5, 1.0]), context=ctx2).recommendations]
+    cats2 = [rec.category
+             for rec in diagnose(table([1e-9, 1e-5, 1.0]), context=ctx2).recommendations]
     assert "activation" not in cats2 and "residual" not in cats2 and "normalization" not in cats2
 
 

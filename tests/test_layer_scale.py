@@ -43,7 +43,8 @@ def scaled_residual_net(blocks=12, width=64, init=1e-6, scale=True):
         if scale:
             b = LayerScale(init, name=f"block{i}_scale")(b)
         h = h + b
-    outputs = keras.layers.Dense(10, name="head")(keras.layers.LayerNormalization(name="final_norm")(h))
+    h = keras.layers.LayerNormalization(name="final_norm")(h)
+    outputs = keras.layers.Dense(10, name="head")(h)
     return keras.Model(inputs, outputs)
 
 

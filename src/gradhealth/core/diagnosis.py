@@ -41,8 +41,8 @@ from gradhealth.core.thresholds import Thresholds
 from gradhealth.core.timeprofile import memory_horizon
 
 __all__ = ["ADAPTIVE_OPTIMIZERS", "CATEGORIES", "NOT_DEPTH_EVIDENCE", "RELU_FAMILY", "ROLES",
-           "SATURATING_ACTIVATIONS", "SCORE_MEANING", "SEVERITY", "STATUSES", "Recommendation", "aggregate_layers",
-           "annotate_layers", "classify_layers", "findings", "health_score", "overall_status",
+           "SATURATING_ACTIVATIONS", "SCORE_MEANING", "SEVERITY", "STATUSES", "Recommendation",
+           "aggregate_layers", "annotate_layers", "classify_layers", "findings", "health_score", "overall_status",
            "recommendations"]
 
 STATUSES: tuple[str, ...] = ("healthy", "vanishing", "dead", "exploding", "nonfinite")
@@ -575,12 +575,17 @@ def _time_findings(used: Table, t: Thresholds, ctx: dict[str, Any]) -> list[str]
     return out
 
 
+def _relative_family(rows: Table) -> np.ndarray:
+    """Which rows are judged by ``||g|| / ||W||`` (kernels followed by normalization)."""
+    if "role" not in rows:
+        return np.zeros(len(rows), dtype=bool)
+    return np.array([_DEPTH_FAMILY.get(r) == "relative" for r in rows["role"]], dtype=bool)
+
+
 def _relative_exploding_finding(used: Table, part: Table, t: Thresholds) -> str:
     """The exploding finding of kernels followed by normalization: they were judged by their
     blocks' ``||g|| / ||W||`` against the last such block, so that is what it reports."""
-    roles = used["role"]
-    family = np.array([_DEPTH_FAMILY.get(r) == "relative" for r in roles], dtype=bool)
-    signals = np.asarray(used["signal"], dtype=np.float64)[family]
+    signals = np.asarray(used["signal"], dtype=np.float64)[_relative_family(used)]
     finite = signals[np.isfinite(signals)]
     last = float(finite[-1]) if finite.size else float("nan")
     top = part.row(int(np.nanargmax(np.asarray(part["signal"], dtype=float))))
@@ -653,8 +658,7 @@ def findings(layers: pd.DataFrame | Table, thresholds: Thresholds, context: dict
     exploding_mask = (status == "exploding") & ~through
     if exploding_mask.any():
         exploding = used.take(exploding_mask)
-        relative = np.array([_DEPTH_FAMILY.get(r) == "relative" for r in exploding["role"]]
-                            if "role" in exploding else np.zeros(len(exploding)), dtype=bool)
+        relative = _relative_family(exploding)
         if (~relative).any():
             by_norm = exploding.take(~relative)
             top = by_norm.row(int(np.nanargmax(np.asarray(by_norm["grad_norm"], dtype=float))))

@@ -35,7 +35,8 @@ from gradhealth.core.stats import robust_norm
 from gradhealth.core.timeprofile import time_profile
 
 __all__ = ["GATED_CELLS", "LAYER_SCALE", "MERGE_LAYERS", "NORMALIZATION_LAYERS",
-           "PASSTHROUGH_LAYERS", "RECURRENT_CELLS", "RESIDUAL_LAYERS", "SCALE_FREE_ACTIVATIONS", "model_context"]
+           "PASSTHROUGH_LAYERS", "RECURRENT_CELLS", "RESIDUAL_LAYERS", "SCALE_FREE_ACTIVATIONS",
+           "model_context"]
 
 NORMALIZATION_LAYERS: tuple[str, ...] = ("BatchNormalization", "LayerNormalization",
                                          "GroupNormalization", "UnitNormalization",

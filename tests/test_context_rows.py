@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from test_stats import ref_norm, scaled_arrays
 
-from gradhealth.diagnosis.context import _device_row_norm
+from gradhealth.diagnosis.context import _device_row_norm, _touched_rows
 
 
 @settings(max_examples=25, deadline=None)
@@ -31,3 +31,20 @@ def test_device_row_norm_matches_float64_reference_of_the_chosen_rows(a, data):
 def test_device_row_norm_of_zero_rows_is_zero():
     variable = keras.Variable(np.zeros((4, 3), np.float32), trainable=False)
     assert _device_row_norm(variable, np.array([1, 2])) == 0.0
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.integers(1, 50), st.lists(st.integers(-3, 60), min_size=1, max_size=40),
+       st.sampled_from(["int32", "int64", "float32"]), st.booleans())
+def test_touched_rows_are_the_distinct_ids_or_the_rows_with_a_gradient(n_rows, ids, dtype, direct):
+    ids = np.asarray(ids).astype(dtype).reshape(-1, 1 if len(ids) % 2 else 2)
+    grad = np.zeros((n_rows, 3), np.float32)
+    grad[::3] = 1.0
+    rows, source = _touched_rows(ids, grad, n_rows, direct)
+    usable = direct and dtype != "float32" and ids.min() >= 0 and ids.max() < n_rows
+    if usable:  # every id in range: the distinct ids, in order
+        assert source == "token ids in x"
+        np.testing.assert_array_equal(rows, np.unique(ids))
+    else:  # not token ids of this table: the rows whose gradient is not zero
+        assert source == "rows with a non-zero gradient"
+        np.testing.assert_array_equal(rows, np.arange(0, n_rows, 3))

@@ -28,6 +28,7 @@ from typing import Any
 import keras
 import numpy as np
 
+from gradhealth.adapters import compiled
 from gradhealth.adapters.keras_compat import walk_layers
 from gradhealth.adapters.probes import sequence_input_gradient
 from gradhealth.core.knowledge import activation_name
@@ -261,7 +262,8 @@ def _touched_rows(x: Any, grad: np.ndarray | None, n_rows: int, direct: bool
         ids = np.asarray(x)
         if np.issubdtype(ids.dtype, np.integer) and ids.size and ids.min() >= 0 and \
                 ids.max() < n_rows:
-            rows = np.unique(ids)
+            # np.unique sorts: 0.8 ms for 4096 ids on an H200's host, against a count per row.
+            rows = np.flatnonzero(np.bincount(ids.reshape(-1), minlength=n_rows))
     if rows is None:
         source = "rows with a non-zero gradient"
         if grad is None:
@@ -272,30 +274,43 @@ def _touched_rows(x: Any, grad: np.ndarray | None, n_rows: int, direct: bool
     return rows, source
 
 
+def _row_norm(table: Any, index: Any, valid: Any) -> Any:
+    """The scaled L2 norm of the finite entries of ``table[index]`` where ``valid``."""
+    ops = keras.ops
+    picked = ops.take(table, ops.convert_to_tensor(index), axis=0)
+    chosen = ops.where(ops.logical_and(ops.convert_to_tensor(valid), ops.isfinite(picked)),
+                       ops.cast(picked, "float32"), 0.0)
+    m = ops.max(ops.abs(chosen))
+    scaled = chosen / ops.where(m > 0, m, 1.0)
+    return m * ops.sqrt(ops.sum(scaled * scaled))
+
+
+_ROW_NORM: dict[str, Callable[[Any, Any, Any], Any]] = {}
+
+
 def _device_row_norm(variable: Any, rows: np.ndarray) -> float:
     """The L2 norm of the finite entries of ``variable[rows]``, computed where the variable lives.
 
     Only one number reaches the host: pulling a GPU embedding table to take a few rows (16 MB
     for 8000 x 512) cost a checkup as much as a training step. The rows are gathered in a
     power-of-two count, the padding masked out (JAX compiles once per count, and the number of
-    rows changes from batch to batch; a gather keeps memory at the rows, not the table). The
-    norm is scaled by the largest magnitude, so it neither underflows nor overflows (as
-    :func:`gradhealth.core.stats.robust_norm`, in float32).
+    rows changes from batch to batch; a gather keeps memory at the rows, not the table), in one
+    compiled call where the backend dispatches each eager operation at a cost
+    (:func:`gradhealth.adapters.compiled`: on an H200, JAX's eight eager operations took
+    3.8 ms of a 17 ms checkup). The norm is scaled by the largest magnitude, so it neither
+    underflows nor overflows (as :func:`gradhealth.core.stats.robust_norm`, in float32).
     """
-    ops = keras.ops
     n = int(rows.size)
     k = 1 << max(0, (n - 1).bit_length())
     index = np.zeros(k, dtype="int32")
     index[:n] = rows
     valid = np.zeros((k,) + (1,) * (len(variable.shape) - 1), dtype=bool)
     valid[:n] = True
-    picked = ops.take(ops.convert_to_tensor(variable.value), ops.convert_to_tensor(index),
-                      axis=0)
-    chosen = ops.where(ops.logical_and(ops.convert_to_tensor(valid), ops.isfinite(picked)),
-                       ops.cast(picked, "float32"), 0.0)
-    m = ops.max(ops.abs(chosen))
-    scaled = chosen / ops.where(m > 0, m, 1.0)
-    return float(ops.convert_to_numpy(m * ops.sqrt(ops.sum(scaled * scaled))))
+    backend = keras.backend.backend()
+    if backend not in _ROW_NORM:
+        _ROW_NORM[backend] = compiled(_row_norm)
+    norm = _ROW_NORM[backend](variable.value, index, valid)
+    return float(keras.ops.convert_to_numpy(norm))
 
 
 def _top_level_of(model: Any, layers: list[Any]) -> dict[int, Any]:

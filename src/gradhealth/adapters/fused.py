@@ -42,8 +42,8 @@ __all__ = ["BRANCH_FREE", "StatsKernels", "branch_free", "stats_kernels"]
 class StatsKernels:
     """The monitor's device passes (see :mod:`gradhealth.ops.stats` for their contracts)."""
 
-    # (grads[, stats]) and (grads, weights, scan[, stats]): the branch-free kernels are passed
-    # the statistics wanted (they run every step); the others compute every column.
+    # (grads[, stats]) and (grads, weights, scan[, stats]): passed the statistics wanted, they
+    # may compute more columns (``device_stats`` masks the others; torch's compute all).
     grad_scan: Callable[..., Any]
     scaled_sums: Callable[..., Any]
     grad_histograms: Callable[[list[Any], Any, int], Any]
@@ -114,9 +114,9 @@ def _tf_dense(kernels: Any) -> StatsKernels:
     plain = tf.autograph.experimental.do_not_convert
     cond = unlowered_cond
     return StatsKernels(
-        grad_scan=plain(lambda grads: kernels.grad_scan(dense(grads))),
-        scaled_sums=plain(lambda grads, weights, s: kernels.scaled_sums(dense(grads), weights,
-                                                                        s)),
+        grad_scan=plain(lambda grads, *stats: kernels.grad_scan(dense(grads), *stats)),
+        scaled_sums=plain(lambda grads, weights, s, *stats: kernels.scaled_sums(
+            dense(grads), weights, s, *stats)),
         grad_histograms=plain(lambda grads, s, buckets: kernels.grad_histograms(dense(grads), s,
                                                                                 buckets)),
         direct_stats=plain(lambda grads, weights, stats: kernels.direct_stats_grouped(

@@ -118,8 +118,11 @@ def _scan_exact(g: torch.Tensor) -> list[torch.Tensor]:
             (g == 0).sum().to(torch.float32), dead]
 
 
-def grad_scan(grads: list[Any]) -> torch.Tensor:
-    """``(n, 4)`` = ``[m, nonfinite, zeros, dead_fraction]`` (see ``ops.stats.grad_scan``)."""
+def grad_scan(grads: list[Any], stats: Any = None) -> torch.Tensor:
+    """``(n, 4)`` = ``[m, nonfinite, zeros, dead_fraction]`` (see ``ops.stats.grad_scan``).
+
+    Every column, whatever ``stats`` asks for: torch runs eagerly, so the exact passes cost
+    only on the rare step that takes them (``ops.stats.device_stats`` masks the others)."""
     gs = _f32(grads)
     # One pass per matrix: the largest |g| of each unit (column); NaN/inf propagate.
     cols = [torch.linalg.vector_norm(_units(g), ord=_INF, dim=0) if g.dim() >= 2
@@ -184,8 +187,10 @@ def _weight_norms(ws: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
     return torch.stack(out_m), torch.stack(out_s)
 
 
-def scaled_sums(grads: list[Any], weights: list[Any], scan: torch.Tensor) -> torch.Tensor:
-    """``(n, 5)`` = ``[sum s^2, sum |s|, var(s), m_w, sum s_w^2]`` (see ``ops.stats.scaled_sums``)."""
+def scaled_sums(grads: list[Any], weights: list[Any], scan: torch.Tensor,
+                stats: Any = None) -> torch.Tensor:
+    """``(n, 5)`` = ``[sum s^2, sum |s|, var(s), m_w, sum s_w^2]`` (see ``ops.stats.scaled_sums``);
+    every column, as :func:`grad_scan`."""
     gs = _f32(grads)
     ws = _f32(weights)
     m = scan[:, 0]

@@ -525,16 +525,17 @@ def device_stats(grads: list[Any], weights: list[Any], kernels: Any = None,
         return _with_empty_rows(grads, weights, k, stats, empty)
 
     def exact() -> Any:
-        scan = k.grad_scan(grads)
-        return _mask(combine_stats(scan, k.scaled_sums(grads, weights, scan),
-                                   variable_sizes(weights)), stats)
-
-    if getattr(k, "branch_free", False):
-        # Every step takes these passes here: compute only the sums ``stats`` needs (the core
-        # statistics: a max and a count, then one sum per gradient and the weight's pair).
+        # Only the sums ``stats`` needs (the core statistics: a max and a count, then one sum
+        # per gradient and the weight's pair). Branch-free kernels run this every step; on the
+        # other path it is the rare fallback, but a graph traces (and XLA compiles) it with
+        # every step: on TensorFlow the fallback of all eight statistics was 0.6 s of the
+        # 1.2 s first step of a monitored 6-layer MLP.
         scan = k.grad_scan(grads, stats)
         return _mask(combine_stats(scan, k.scaled_sums(grads, weights, scan, stats),
                                    variable_sizes(weights)), stats)
+
+    if getattr(k, "branch_free", False):
+        return exact()
     table, ok = k.direct_stats(grads, weights, stats)
     return k.cond(ops.all(ok), lambda: table, exact)
 

@@ -21,7 +21,7 @@ from typing import Any
 import keras
 import numpy as np
 
-__all__ = ["derivative", "evaluate", "float64_scope", "value_and_grad"]
+__all__ = ["derivative", "evaluate", "float64_scope", "repeated", "value_and_grad"]
 
 # jitted JAX derivatives, one per function: jax.grad outside jit re-traces on every call.
 _JAX_DERIVATIVES: dict[Callable, Callable] = {}
@@ -175,3 +175,28 @@ def value_and_grad(fn: Callable[..., tuple[Any, Sequence[Any]]], compiled: bool 
                 [g.detach().cpu().numpy() for g in grads])
 
     return step
+
+
+def repeated(fn: Callable[..., Any], backend: str | None = None) -> Callable[..., Any]:
+    """``fn``, which may assign Keras variables, compiled for a loop that calls it many times.
+
+    TensorFlow: ``tf.function(fn)``, traced once per input signature (a Keras optimizer's
+    ``apply_gradients`` runs inside one, as in ``fit``). Run eagerly, each of its operations is
+    dispatched on its own: a clipped SGD step of a 6-layer MLP took 27 ms eagerly. JAX and
+    torch: ``fn`` itself (``jax.jit`` cannot assign Keras variables; torch runs eagerly).
+
+    Args:
+        fn: A function of tensors written with ``keras.ops`` or Keras objects.
+        backend: Backend name; defaults to the active Keras backend.
+
+    Returns:
+        A function with the same arguments; its results are backend tensors.
+
+    Example:
+        >>> update = repeated(lambda grads: optimizer.apply_gradients(zip(grads, variables)))
+    """
+    if _backend(backend) == "tensorflow":
+        import tensorflow as tf  # lazy: only the active backend is installed/imported
+
+        return tf.function(fn, autograph=False, reduce_retracing=True)
+    return fn

@@ -21,7 +21,7 @@ import keras
 import numpy as np
 import pandas as pd
 
-from gradhealth.adapters.autodiff import value_and_grad
+from gradhealth.adapters.autodiff import repeated, value_and_grad
 from gradhealth.core.clipping import global_norm
 from gradhealth.optim.clipping import ClippingOptimizer
 
@@ -92,6 +92,8 @@ def compare_clipping(build_model: Callable[[], keras.Model], x: Any, y: Any,
         if kwargs is not None:
             optimizer = ClippingOptimizer(optimizer, **dict(kwargs))
         optimizer.build(trainable)
+        update = repeated(lambda grads, opt=optimizer: opt.apply_gradients(
+            zip(grads, trainable, strict=True)))
         losses, run_norms, nonfinite = [], [], []
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)
@@ -109,9 +111,7 @@ def compare_clipping(build_model: Callable[[], keras.Model], x: Any, y: Any,
                     bad = int(sum(np.count_nonzero(~np.isfinite(g)) for g in grads))
                     nonfinite.append(bad)
                     run_norms.append(math.nan if bad else global_norm(grads))
-                    optimizer.apply_gradients(zip(
-                        [keras.ops.convert_to_tensor(g) for g in grads], trainable,
-                        strict=True))
+                    update([keras.ops.convert_to_tensor(g) for g in grads])
         per_step = pd.DataFrame({"loss": losses, "global_norm": run_norms,
                                  "nonfinite": nonfinite}).rename_axis("step")
         bad = per_step.index[~np.isfinite(per_step["loss"]) | (per_step["nonfinite"] > 0)]

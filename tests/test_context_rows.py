@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+
 import keras
 import numpy as np
 import pytest
@@ -10,6 +12,8 @@ from hypothesis import strategies as st
 from test_stats import ref_norm, scaled_arrays
 
 from gradhealth.diagnosis.context import _device_row_norm, _touched_rows
+
+context_module = sys.modules["gradhealth.diagnosis.context"]
 
 
 @settings(max_examples=25, deadline=None)
@@ -48,3 +52,24 @@ def test_touched_rows_are_the_distinct_ids_or_the_rows_with_a_gradient(n_rows, i
     else:  # not token ids of this table: the rows whose gradient is not zero
         assert source == "rows with a non-zero gradient"
         np.testing.assert_array_equal(rows, np.arange(0, n_rows, 3))
+
+
+def test_row_norm_is_one_compiled_call_per_row_count(monkeypatch):
+    """JAX traces the row norm once per power-of-two row count (one program, not one launch per
+    operation); TensorFlow and torch run it eagerly, once per call."""
+    calls = []
+    original = context_module._row_norm
+
+    def counting(table, index, valid):
+        calls.append(int(index.shape[0]))
+        return original(table, index, valid)
+
+    monkeypatch.setattr(context_module, "_row_norm", counting)
+    monkeypatch.setattr(context_module, "_ROW_NORM", {})
+    table = np.arange(40, dtype=np.float32).reshape(10, 4)
+    variable = keras.Variable(table, trainable=False)
+    for rows in ([1, 2, 3], [0, 5, 7, 9], [0, 1, 2, 3, 4]):  # padded to 4, 4 and 8 rows
+        got = _device_row_norm(variable, np.asarray(rows))
+        assert got == pytest.approx(ref_norm(table[rows]), rel=1e-6)
+    expected = [4, 8] if keras.backend.backend() == "jax" else [4, 4, 8]
+    assert calls == expected

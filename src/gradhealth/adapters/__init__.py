@@ -31,7 +31,7 @@ import numpy as np
 from gradhealth.adapters._state import preserved_non_trainable_state
 from gradhealth.adapters.keras_compat import compiled_loss_object, walk_layers
 
-__all__ = ["FLOAT16_LOSS_SCALE", "ProbeResult", "compiled", "get_adapter", "probe", "trace_count",
+__all__ = ["FLOAT16_LOSS_SCALE", "ProbeResult", "get_adapter", "probe", "trace_count",
            "uses_float16"]
 
 _ADAPTERS = {"tensorflow": "tensorflow", "jax": "jax", "torch": "torch"}
@@ -61,30 +61,6 @@ def get_adapter(backend: str | None = None) -> ModuleType:
             f"gradhealth supports the Keras backends {sorted(_ADAPTERS)}. Received: backend={name!r}"
         )
     return importlib.import_module(f"gradhealth.adapters.{_ADAPTERS[name]}_adapter")
-
-
-def compiled(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """``fn`` compiled where the backend dispatches each eager operation at a cost.
-
-    JAX: ``jax.jit(fn)``, one program per input shape instead of one device launch per
-    operation. TensorFlow and torch: ``fn`` itself (a ``tf.function`` trace costs more than a
-    few eager operations on a CPU; torch runs eagerly). Create it once and keep it: JAX's
-    compiled programs live in the returned function.
-
-    Args:
-        fn: A function of arrays written with ``keras.ops``.
-
-    Returns:
-        A function with the same arguments and results.
-
-    Example:
-        >>> import keras, numpy as np
-        >>> from gradhealth.adapters import compiled
-        >>> norm = compiled(lambda x: keras.ops.sqrt(keras.ops.sum(x * x)))
-        >>> float(norm(np.ones(4, "float32")))
-        2.0
-    """
-    return get_adapter().compile_function(fn)
 
 
 @dataclass

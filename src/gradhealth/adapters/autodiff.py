@@ -21,7 +21,7 @@ from typing import Any
 import keras
 import numpy as np
 
-__all__ = ["derivative", "evaluate", "float64_scope", "repeated", "value_and_grad"]
+__all__ = ["compiled", "derivative", "evaluate", "float64_scope", "repeated", "value_and_grad"]
 
 # jitted JAX derivatives, one per function: jax.grad outside jit re-traces on every call.
 _JAX_DERIVATIVES: dict[Callable, Callable] = {}
@@ -199,4 +199,33 @@ def repeated(fn: Callable[..., Any], backend: str | None = None) -> Callable[...
         import tensorflow as tf  # lazy: only the active backend is installed/imported
 
         return tf.function(fn, autograph=False, reduce_retracing=True)
+    return fn
+
+
+def compiled(fn: Callable[..., Any], backend: str | None = None) -> Callable[..., Any]:
+    """``fn``, a pure function of arrays, compiled where each eager operation costs a launch.
+
+    JAX: ``jax.jit(fn)``, one program per input shape instead of one device launch per
+    operation (on an H200 the checkup's embedding-row norm, eight eager operations, took
+    3.8 ms, and 0.85 ms jitted). TensorFlow and torch: ``fn`` itself (a ``tf.function`` trace
+    costs more than a few eager operations called once; torch runs eagerly). Keep the result:
+    JAX's compiled programs live in it. For a function that assigns Keras variables, see
+    :func:`repeated`.
+
+    Args:
+        fn: A function of arrays written with ``keras.ops``.
+        backend: Backend name; defaults to the active Keras backend.
+
+    Returns:
+        A function with the same arguments and results.
+
+    Example:
+        >>> norm = compiled(lambda x: keras.ops.sqrt(keras.ops.sum(x * x)))
+        >>> float(norm(np.ones(4, "float32")))
+        2.0
+    """
+    if _backend(backend) == "jax":
+        import jax  # lazy: only the active backend is installed/imported
+
+        return jax.jit(fn)
     return fn

@@ -16,7 +16,7 @@ import jax
 import jax.numpy as jnp
 import keras
 
-__all__ = ["USER_ERRORS", "build_step", "compile_function", "run"]
+__all__ = ["USER_ERRORS", "build_step", "run"]
 
 # Errors that mean the data or loss do not fit the model (reported as ValueError).
 USER_ERRORS: tuple[type[BaseException], ...] = (ValueError, TypeError, KeyError, IndexError)
@@ -65,8 +65,3 @@ def build_step(model: keras.Model, objective: Any, reduce: Callable | None,
 def run(model: keras.Model, fn: Callable[[], Any]) -> Any:
     """Call ``fn`` (JAX needs no special context)."""
     return fn()
-
-
-def compile_function(fn: Callable) -> Callable:
-    """``jax.jit(fn)`` (see :func:`gradhealth.adapters.compiled`)."""
-    return jax.jit(fn)

@@ -21,7 +21,7 @@ import tensorflow as tf
 
 from gradhealth.adapters._state import state_variables
 
-__all__ = ["EAGER_CALLS", "USER_ERRORS", "build_step", "compile_function", "run"]
+__all__ = ["EAGER_CALLS", "USER_ERRORS", "build_step", "run"]
 
 EAGER_CALLS: int = 2
 """How many probe passes of a model run eagerly before its step is compiled (``tf.function``)."""
@@ -144,8 +144,3 @@ def run(model: keras.Model, fn: Callable[[], Any]) -> Any:
         f"A checkup of model {model.name!r} cannot run inside `strategy.run` (replica "
         "context): call it under `strategy.scope()` or outside it. Received: a call in "
         "replica context")
-
-
-def compile_function(fn: Callable) -> Callable:
-    """``fn`` as is: eager (see :func:`gradhealth.adapters.compiled`)."""
-    return fn

@@ -16,7 +16,7 @@ import torch
 
 from gradhealth.adapters._state import preserved, state_variables
 
-__all__ = ["USER_ERRORS", "build_step", "compile_function", "run"]
+__all__ = ["USER_ERRORS", "build_step", "run"]
 
 # Errors that mean the data or loss do not fit the model (reported as ValueError).
 USER_ERRORS: tuple[type[BaseException], ...] = (ValueError, TypeError, KeyError, IndexError,
@@ -67,8 +67,3 @@ def build_step(model: keras.Model, objective: Any, reduce: Callable | None,
 def run(model: keras.Model, fn: Callable[[], Any]) -> Any:
     """Call ``fn`` (torch needs no special context)."""
     return fn()
-
-
-def compile_function(fn: Callable) -> Callable:
-    """``fn`` as is: torch runs eagerly (see :func:`gradhealth.adapters.compiled`)."""
-    return fn

@@ -42,8 +42,8 @@ from gradhealth.core.timeprofile import memory_horizon
 
 __all__ = ["ADAPTIVE_OPTIMIZERS", "CATEGORIES", "NOT_DEPTH_EVIDENCE", "RELU_FAMILY", "ROLES",
            "SATURATING_ACTIVATIONS", "SCORE_MEANING", "SEVERITY", "STATUSES", "Recommendation",
-           "aggregate_layers", "annotate_layers", "classify_layers", "findings", "health_score", "overall_status",
-           "recommendations"]
+           "aggregate_layers", "annotate_layers", "classify_layers", "findings", "health_score",
+           "overall_status", "recommendations"]
 
 STATUSES: tuple[str, ...] = ("healthy", "vanishing", "dead", "exploding", "nonfinite")
 SEVERITY: dict[str, int] = {s: i for i, s in enumerate(STATUSES)}

@@ -47,7 +47,7 @@ DEFAULT_INITIALIZERS: tuple[str, ...] = ("glorot_uniform", "he_normal", "lecun_n
 DEFAULT_DEPTHS: tuple[int, ...] = (5, 10, 25, 50)
 #: Training budget of the ``"training"`` measure: Adam (Kingma & Ba 2015) at Keras' default
 #: learning rate 1e-3, mini-batches of 64 digits, 3 epochs (63 steps per epoch on the
-#: 1347-image training split): enough to separate learning from non-learning networks.
+#: 1348-image training split): enough to separate learning from non-learning networks.
 TRAIN_EPOCHS: int = 3
 TRAIN_BATCH: int = 64
 

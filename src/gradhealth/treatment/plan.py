@@ -67,7 +67,7 @@ DEFAULT_LEARNING_RATE: float = 1e-3
 default (Kingma & Ba 2015)."""
 
 DEFAULT_EPOCHS: int = 3
-"""Training epochs of :func:`treat`: on the 1347 sklearn-digits training examples a healthy
+"""Training epochs of :func:`treat`: on the 1348 digits training examples a healthy
 network reaches over 80% test accuracy in two or three epochs with Adam; an unhealthy one does
 not, so a short run already separates them."""
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 import keras
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from gradhealth.adapters.fused import stats_kernels
 from gradhealth.ops import stats as ops_stats
@@ -74,3 +76,29 @@ def test_skip_conditional_is_one_function_call_and_skips():
     # A concrete predicate branches in Python: no graph, one branch.
     cond_on_replicas(False, add, g)
     np.testing.assert_array_equal(v.numpy(), [2.0, 2.0, 2.0])
+
+
+_SPECIALS = st.sampled_from([np.nan, np.inf, -np.inf])
+
+
+@settings(max_examples=60, deadline=None)
+@given(shapes=st.lists(st.lists(st.integers(0, 9), max_size=3).map(tuple), min_size=1,
+                       max_size=5),
+       exponent=st.integers(-45, 37), seed=st.integers(0, 2 ** 31 - 1),
+       special=st.one_of(st.none(), _SPECIALS))
+def test_finite_guard_flags_any_nan_or_inf_and_leaves_every_value_as_it_was(
+        shapes, exponent, seed, special):
+    """The guard the monitor runs on unlogged steps: right flag, gradients untouched bit for bit
+    (torch's fused check multiplies them in place by 1.0; subnormals from 1e-45 must survive)."""
+    rng = np.random.default_rng(seed)
+    arrays = [np.asarray(rng.normal(size=s) * 10.0 ** exponent, dtype="float32") for s in shapes]
+    sized = [a for a in arrays if a.size]
+    if special is not None and sized:
+        target = sized[rng.integers(len(sized))].reshape(-1)
+        target[rng.integers(target.size)] = special
+    expected = all(np.isfinite(a).all() for a in arrays)
+    grads = [keras.ops.convert_to_tensor(a) for a in arrays]
+    flag = stats_kernels(ops_stats).finite_guard(grads)
+    assert bool(keras.ops.convert_to_numpy(flag)) == expected
+    for a, g in zip(arrays, grads, strict=True):
+        assert keras.ops.convert_to_numpy(g).view("uint32").tolist() == a.view("uint32").tolist()

@@ -253,3 +253,53 @@ def test_make_targets_set_themselves_up_on_a_fresh_clone(target, tmp_path):
     }[target]
     for step in expected:
         assert step in steps, f"make {target} does not run {step!r}:\n{steps}"
+
+
+def _imported_top_level_modules(path: Path) -> set[str]:
+    import ast
+
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            found |= {alias.name.split(".")[0] for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            found.add(node.module.split(".")[0])
+    return found
+
+
+def test_every_package_the_library_imports_is_declared_in_pyproject():
+    """threadpoolctl was imported by `gradhealth.init.propagation` but declared nowhere: only
+    scikit-learn's dependencies installed it, and dropping scikit-learn broke notebook 5 in a
+    fresh course environment."""
+    project = _pyproject()["project"]
+    declared = {canonicalize_name(Requirement(r).name) for r in project["dependencies"]}
+    for extra in project["optional-dependencies"].values():
+        declared |= {canonicalize_name(Requirement(r).name) for r in extra}
+    declared |= {"tensorflow", "jax", "jaxlib"}  # through tensorflow-cpu and jax[cpu]
+    # Modules that come with a declared package (Jupyter's tornado, nbconvert's jinja2, ...).
+    distributions = metadata.packages_distributions()
+    modules = set()
+    for path in (ROOT / "src" / "gradhealth").rglob("*.py"):
+        modules |= _imported_top_level_modules(path)
+    third_party = {m for m in modules if m not in sys.stdlib_module_names and m != "gradhealth"}
+    undeclared = {}
+    for module in sorted(third_party):
+        dists = {canonicalize_name(d) for d in distributions.get(module, [module])}
+        if not dists & declared and not any(_required_by_declared(d, declared) for d in dists):
+            undeclared[module] = sorted(dists)
+    assert not undeclared, f"imported by gradhealth but not declared in pyproject.toml: {undeclared}"
+    core = {canonicalize_name(Requirement(r).name) for r in project["dependencies"]}
+    assert "threadpoolctl" in core
+
+
+def _required_by_declared(dist: str, declared: set[str]) -> bool:
+    """Whether a declared package requires ``dist`` (e.g. nbconvert -> jinja2)."""
+    for name in declared:
+        try:
+            requires = metadata.requires(name) or []
+        except metadata.PackageNotFoundError:
+            continue
+        if any(canonicalize_name(Requirement(r).name) == dist for r in requires
+               if "extra ==" not in r):
+            return True
+    return False

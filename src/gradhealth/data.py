@@ -39,8 +39,8 @@ def load_digits() -> tuple[np.ndarray, np.ndarray]:
 
     Returns:
         ``(x, y)``: float64 pixel counts in 0..16 of shape ``(1797, 64)`` (row-major 8x8
-        images) and int32 labels 0-9, in the order scikit-learn uses. Fresh arrays on every
-        call: change them freely.
+        images) and int32 labels 0-9, in the order scikit-learn uses; new arrays on every
+        call, which the caller may change.
 
     Example:
         >>> x, y = load_digits()

@@ -102,3 +102,26 @@ def test_finite_guard_flags_any_nan_or_inf_and_leaves_every_value_as_it_was(
     assert bool(keras.ops.convert_to_numpy(flag)) == expected
     for a, g in zip(arrays, grads, strict=True):
         assert keras.ops.convert_to_numpy(g).view("uint32").tolist() == a.view("uint32").tolist()
+
+
+@pytest.mark.skipif(keras.backend.backend() != "torch", reason="torch's fused check")
+def test_torch_guard_falls_back_where_the_fused_check_is_missing(monkeypatch):
+    """A torch build or device without `_amp_foreach_non_finite_check_and_unscale_` (older CPU
+    builds had it on CUDA only) gets the per-tensor extremes, once and from then on."""
+    import torch
+
+    from gradhealth.adapters import torch_kernels
+
+    calls = []
+
+    def missing(*args):
+        calls.append(args)
+        raise NotImplementedError("no CPU kernel for this op")
+
+    monkeypatch.setattr(torch, "_amp_foreach_non_finite_check_and_unscale_", missing)
+    monkeypatch.setattr(torch_kernels, "_FUSED_CHECK", {})
+    finite = [torch.ones(3, 2), torch.zeros(4)]
+    broken = [torch.ones(3, 2), torch.tensor([0.0, float("nan")])]
+    assert bool(torch_kernels.finite_guard(finite))
+    assert not bool(torch_kernels.finite_guard(broken))
+    assert len(calls) == 1 and torch_kernels._FUSED_CHECK == {"cpu": False}

@@ -287,7 +287,7 @@ def test_every_package_the_library_imports_is_declared_in_pyproject():
         dists = {canonicalize_name(d) for d in distributions.get(module, [module])}
         if not dists & declared and not any(_required_by_declared(d, declared) for d in dists):
             undeclared[module] = sorted(dists)
-    assert not undeclared, f"imported by gradhealth but not declared in pyproject.toml: {undeclared}"
+    assert not undeclared, f"imported by gradhealth, declared nowhere in pyproject: {undeclared}"
     core = {canonicalize_name(Requirement(r).name) for r in project["dependencies"]}
     assert "threadpoolctl" in core
 

@@ -35,7 +35,7 @@ def _digits_arrays() -> tuple[np.ndarray, np.ndarray]:
 
 
 def load_digits() -> tuple[np.ndarray, np.ndarray]:
-    """The 1797 8x8 handwritten digits, as ``sklearn.datasets.load_digits()`` gives them.
+    """The 1797 8x8 handwritten digits: the images and labels of ``sklearn.datasets.load_digits()``.
 
     Returns:
         ``(x, y)``: float64 pixel counts in 0..16 of shape ``(1797, 64)`` (row-major 8x8

@@ -232,6 +232,8 @@ def _max_abs(gs: list[torch.Tensor]) -> torch.Tensor:
 
 
 _ONES: dict[torch.device, torch.Tensor] = {}
+_FUSED_CHECK: dict[str, bool] = {}
+"""Device types on which the fused check raised (not tried again there)."""
 
 
 def finite_guard(grads: list[Any]) -> torch.Tensor:
@@ -260,10 +262,6 @@ def finite_guard(grads: list[Any]) -> torch.Tensor:
         except (AttributeError, RuntimeError):  # no such op, or none for this device
             _FUSED_CHECK[device.type] = False
     return torch.isfinite(_max_abs(gs)).all()
-
-
-_FUSED_CHECK: dict[str, bool] = {}
-"""Device types on which the fused check raised (not tried again there)."""
 
 
 _CONSTANTS: dict[tuple[Any, ...], tuple[torch.Tensor, ...]] = {}

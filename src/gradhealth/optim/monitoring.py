@@ -4,8 +4,8 @@
 be used on its own. It receives exactly the gradients the optimizer is about to apply and, per
 step, on the device:
 
-* runs the non-finite guard (one sum per gradient on steps that log nothing; the wrapper then
-  skips a NaN/inf step);
+* runs the non-finite guard (on steps that log nothing one sum per gradient, on torch one
+  fused check of them all; the wrapper then skips a NaN/inf step);
 * on logged steps (``every``), reduces every gradient to the chosen :data:`DEVICE_STATS`
   (:func:`gradhealth.ops.stats.device_stats` with the backend's fused kernels from
   :mod:`gradhealth.adapters.fused`: one pass over each gradient and weight when the values
@@ -183,8 +183,9 @@ class MonitoringOptimizer(GradientWrapperOptimizer):
         On a logged step the gradients are reduced once (:func:`gradhealth.ops.stats.
         device_stats`: one pass over each gradient and weight when their values allow it) and
         the row is written into the ring; the non-finite flag comes from the same numbers. On
-        other steps the guard is one sum per gradient
-        (:func:`gradhealth.ops.stats.finite_guard`).
+        other steps only the guard runs: one sum per gradient
+        (:func:`gradhealth.ops.stats.finite_guard`), or on torch one fused check of every
+        gradient (:func:`gradhealth.adapters.torch_kernels.finite_guard`).
         """
         connected = [g is not None for g in grads]
         if connected != list(self.connected):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+
 import keras
 import numpy as np
 import pytest
@@ -98,10 +100,22 @@ def test_finite_guard_flags_any_nan_or_inf_and_leaves_every_value_as_it_was(
         target[rng.integers(target.size)] = special
     expected = all(np.isfinite(a).all() for a in arrays)
     grads = [keras.ops.convert_to_tensor(a) for a in arrays]
-    flag = stats_kernels(ops_stats).finite_guard(grads)
-    assert bool(keras.ops.convert_to_numpy(flag)) == expected
-    for a, g in zip(arrays, grads, strict=True):
-        assert keras.ops.convert_to_numpy(g).view("uint32").tolist() == a.view("uint32").tolist()
+    guard = stats_kernels(ops_stats).finite_guard
+    for recording in _autograd_modes():  # torch: the optimizer's no_grad (fused), and outside
+        with recording:
+            flag = guard(grads)
+        assert bool(keras.ops.convert_to_numpy(flag)) == expected
+        for a, g in zip(arrays, grads, strict=True):
+            assert keras.ops.convert_to_numpy(g).view("uint32").tolist() == \
+                a.view("uint32").tolist()
+
+
+def _autograd_modes() -> list:
+    if keras.backend.backend() != "torch":
+        return [contextlib.nullcontext()]
+    import torch
+
+    return [torch.no_grad(), contextlib.nullcontext()]
 
 
 @pytest.mark.skipif(keras.backend.backend() != "torch", reason="torch's fused check")
@@ -122,6 +136,7 @@ def test_torch_guard_falls_back_where_the_fused_check_is_missing(monkeypatch):
     monkeypatch.setattr(torch_kernels, "_FUSED_CHECK", {})
     finite = [torch.ones(3, 2), torch.zeros(4)]
     broken = [torch.ones(3, 2), torch.tensor([0.0, float("nan")])]
-    assert bool(torch_kernels.finite_guard(finite))
-    assert not bool(torch_kernels.finite_guard(broken))
+    with torch.no_grad():  # where the fused check is tried
+        assert bool(torch_kernels.finite_guard(finite))
+        assert not bool(torch_kernels.finite_guard(broken))
     assert len(calls) == 1 and torch_kernels._FUSED_CHECK == {"cpu": False}

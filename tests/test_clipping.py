@@ -280,6 +280,36 @@ def test_clipping_optimizer_skip_nonfinite_and_delegation(data):
     assert isinstance(clone.inner_optimizer, keras.optimizers.SGD)
 
 
+def test_stateful_apply_skips_a_nonfinite_step_and_applies_a_finite_one():
+    """``apply`` outside ``fit`` (eager on JAX and torch: a Python branch on the flag; a
+    one-call conditional on TensorFlow): a NaN step leaves weights and optimizer state alone."""
+    v = keras.Variable(np.ones(3, "float32"))
+    opt = ClippingOptimizer(keras.optimizers.SGD(0.5), "global_norm", max_norm=10.0,
+                            skip_nonfinite=True)
+    opt.build([v])
+    opt.apply([keras.ops.convert_to_tensor(np.array([1.0, np.nan, 0.0], "float32"))], [v])
+    np.testing.assert_array_equal(to_np(v.value), [1.0, 1.0, 1.0])
+    assert int(to_np(opt.iterations)) == 0
+    opt.apply([keras.ops.convert_to_tensor(np.array([2.0, 0.0, -2.0], "float32"))], [v])
+    np.testing.assert_allclose(to_np(v.value), [0.0, 1.0, 2.0])
+    assert int(to_np(opt.iterations)) == 1
+
+
+@pytest.mark.skipif(keras.backend.backend() != "torch", reason="torch's meta device")
+def test_control_cond_leaves_a_meta_predicate_to_keras():
+    """A meta-device flag (Keras' symbolic pass on torch) has no value: ``keras.ops.cond``
+    decides, and on the meta device it takes the true branch."""
+    import torch
+
+    from gradhealth.ops.control import cond
+
+    with keras.device("meta"):
+        flag = keras.ops.convert_to_tensor(False)
+        assert flag.device.type == "meta"
+        assert cond(flag, lambda: "true", lambda: "false") == "true"
+    assert cond(torch.tensor(False), lambda: "true", lambda: "false") == "false"
+
+
 @pytest.mark.parametrize("kwargs, error, message", [
     ({"method": "median"}, ValueError, "method='median'"),
     ({"method": "value"}, ValueError, "clip_value=None"),

@@ -148,15 +148,7 @@ def cond_on_replicas(flag: Any, fn: Callable[..., None], *args: Any) -> None:
         *args: Its arguments (per-replica tensors, lists of them, variables).
     """
     if tf is None:
-        # torch runs the step eagerly: the flag is concrete and read here directly, as
-        # `keras.ops.cond` would read it, without its operation wrapper (0.05 ms a step).
-        try:
-            take = bool(flag)
-        except RuntimeError:  # a meta-device flag (Keras' symbolic pass): Keras decides
-            ops.cond(flag, lambda: fn(*args), lambda: None)
-            return
-        if take:
-            fn(*args)
+        ops.cond(flag, lambda: fn(*args), lambda: None)
         return
     if not summed_across_replicas() or (
             tf.__internal__.distribute.strategy_supports_no_merge_call()):

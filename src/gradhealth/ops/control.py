@@ -31,6 +31,6 @@ def cond(pred: Any, true_fn: Callable[[], T], false_fn: Callable[[], T]) -> T:
     """
     try:
         concrete = bool(pred)
-    except TypeError:  # a JAX tracer or a symbolic TF tensor: branch on the device
+    except (TypeError, RuntimeError):  # a JAX tracer, a symbolic TF tensor, a torch meta tensor
         return ops.cond(pred, true_fn, false_fn)
     return true_fn() if concrete else false_fn()

@@ -15,6 +15,7 @@ from keras import ops
 from gradhealth.adapters import distribute
 from gradhealth.adapters.fused import branch_free
 from gradhealth.adapters.keras_compat import optimizer_own_variables
+from gradhealth.ops import control
 
 __all__ = ["GradientWrapperOptimizer", "resolve_optimizer"]
 
@@ -135,13 +136,14 @@ class GradientWrapperOptimizer(keras.optimizers.Optimizer):
 
         if finite is None:
             update(new_grads)
-        elif keras.backend.backend() == "jax":
-            # JAX trains through `stateless_apply`; a stateful `apply` runs eagerly, where a
-            # lax.cond would trace `update` and leak tracers into the variables it assigns.
-            if bool(finite):
-                update(new_grads)
-        else:
+        elif keras.backend.backend() == "tensorflow":
             distribute.cond_on_replicas(finite, update, new_grads)
+        else:
+            # Eager here: torch's train step, and a stateful `apply` on JAX (which trains
+            # through `stateless_apply`; a lax.cond would trace `update` and leak tracers into
+            # the variables it assigns). The flag has a value: a Python branch, without
+            # `keras.ops.cond`'s operation wrapper (0.05 ms a step on torch).
+            control.cond(finite, lambda: update(new_grads), lambda: None)
 
     def stateless_apply(self, optimizer_variables: list[Any], grads: list[Any],
                         trainable_variables: list[Any]) -> tuple[list[Any], list[Any]]:

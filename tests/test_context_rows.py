@@ -11,6 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from test_stats import ref_norm, scaled_arrays
 
+from gradhealth.adapters.autodiff import compiled
 from gradhealth.diagnosis.context import _device_row_norm, _touched_rows
 
 context_module = sys.modules["gradhealth.diagnosis.context"]
@@ -64,8 +65,7 @@ def test_row_norm_is_one_compiled_call_per_row_count(monkeypatch):
         calls.append(int(index.shape[0]))
         return original(table, index, valid)
 
-    monkeypatch.setattr(context_module, "_row_norm", counting)
-    monkeypatch.setattr(context_module, "_ROW_NORM", {})
+    monkeypatch.setattr(context_module, "_ROW_NORM", compiled(counting))
     table = np.arange(40, dtype=np.float32).reshape(10, 4)
     variable = keras.Variable(table, trainable=False)
     for rows in ([1, 2, 3], [0, 5, 7, 9], [0, 1, 2, 3, 4]):  # padded to 4, 4 and 8 rows

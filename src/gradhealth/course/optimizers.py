@@ -31,7 +31,6 @@ References:
 
 from __future__ import annotations
 
-import functools
 import json
 import math
 from collections.abc import Callable, Sequence
@@ -313,13 +312,6 @@ def _hidden_layer_names(model: keras.Model) -> list[str]:
     return layers[:-1] if len(layers) > 1 else layers
 
 
-def _dataset_loss(model: keras.Model, loss_fn: Callable) -> Callable[[Any, Any], Any]:
-    """The mean loss of ``model`` on a whole data set, one compiled function for every record
-    of every run (TensorFlow: one trace, then about 1 ms a call instead of 8-15 ms eagerly;
-    55 records in notebook 6's comparison)."""
-    return repeated(lambda x, y: keras.ops.mean(loss_fn(y, model(x, training=False))))
-
-
 def _accuracy(model: keras.Model, x: np.ndarray, y: np.ndarray) -> float:
     pred = keras.ops.convert_to_numpy(model(x, training=False))
     return float(np.mean(np.argmax(pred, axis=-1) == np.asarray(y).reshape(-1)))
@@ -437,9 +429,10 @@ def compare_optimizers(
 
     probe_x, probe_y = xtr[:batch_size], ytr[:batch_size]
 
-    dataset_loss = functools.partial(_dataset_loss(model, loss_fn),
-                                     keras.ops.convert_to_tensor(xtr),
-                                     keras.ops.convert_to_tensor(ytr))
+    # The training-set loss of every record of every run, one compiled function (TensorFlow:
+    # one trace, then about 1 ms a call instead of 8-15 ms eagerly, 55 records in notebook 6).
+    mean_loss = repeated(lambda x, y: keras.ops.mean(loss_fn(y, model(x, training=False))))
+    x_all, y_all = keras.ops.convert_to_tensor(xtr), keras.ops.convert_to_tensor(ytr)
     runs: list[OptimizerRun] = []
     for name in names:
         model.set_weights(initial)
@@ -447,7 +440,8 @@ def compare_optimizers(
         model.compile(optimizer=optimizer, loss=loss_fn, jit_compile=jit_compile,
                       steps_per_execution=_steps_per_execution(log_every))
         build_optimizer(model)
-        probe = _Probe(loss_fn, dataset_loss, probe_x, probe_y, log_every, first, last)
+        probe = _Probe(loss_fn, lambda: mean_loss(x_all, y_all), probe_x, probe_y, log_every,
+                       first, last)
         model.fit(x_seq, y_seq, batch_size=batch_size, epochs=1, steps_per_epoch=steps,
                   shuffle=False, verbose=0, callbacks=[probe])
         curve = pd.DataFrame(probe.rows, columns=CURVE_COLUMNS)

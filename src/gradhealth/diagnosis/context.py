@@ -285,7 +285,7 @@ def _row_norm(table: Any, index: Any, valid: Any) -> Any:
     return m * ops.sqrt(ops.sum(scaled * scaled))
 
 
-_ROW_NORM: dict[str, Callable[[Any, Any, Any], Any]] = {}
+_ROW_NORM = compiled(_row_norm)
 
 
 def _device_row_norm(variable: Any, rows: np.ndarray) -> float:
@@ -306,10 +306,7 @@ def _device_row_norm(variable: Any, rows: np.ndarray) -> float:
     index[:n] = rows
     valid = np.zeros((k,) + (1,) * (len(variable.shape) - 1), dtype=bool)
     valid[:n] = True
-    backend = keras.backend.backend()
-    if backend not in _ROW_NORM:
-        _ROW_NORM[backend] = compiled(_row_norm)
-    norm = _ROW_NORM[backend](variable.value, index, valid)
+    norm = _ROW_NORM(variable.value, index, valid)
     return float(keras.ops.convert_to_numpy(norm))
 
 

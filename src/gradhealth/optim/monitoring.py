@@ -188,7 +188,7 @@ class MonitoringOptimizer(GradientWrapperOptimizer):
         gradient (:func:`gradhealth.adapters.torch_kernels.finite_guard`).
         """
         connected = [g is not None for g in grads]
-        if connected != list(self.connected):
+        if connected != self.connected:
             # Assigning a list makes Keras track it element by element (0.06 ms a step for 42
             # variables on torch, where this runs every step): only when it changes.
             self.connected = connected

@@ -140,3 +140,40 @@ def test_torch_guard_falls_back_where_the_fused_check_is_missing(monkeypatch):
         assert bool(torch_kernels.finite_guard(finite))
         assert not bool(torch_kernels.finite_guard(broken))
     assert len(calls) == 1 and torch_kernels._FUSED_CHECK == {"cpu": False}
+
+
+@pytest.mark.skipif(keras.backend.backend() != "torch", reason="torch's in-place counters")
+@settings(max_examples=40, deadline=None)
+@given(flags=st.lists(st.booleans(), min_size=1, max_size=12))
+def test_torch_count_step_counts_alike_from_a_bool_and_from_a_tensor(flags):
+    """`count_step` takes the CPU guard's Python bool (two in-place additions) or a GPU's
+    tensor flag (arithmetic, no host read): both give the counters a plain loop gives."""
+    import torch
+
+    from gradhealth.adapters import torch_kernels
+
+    runs = {}
+    for kind in (bool, torch.tensor):
+        counters, step_counter = torch.zeros(3), torch.zeros((), dtype=torch.int32)
+        for step, ok in enumerate(flags):
+            torch_kernels.count_step(counters, step_counter, kind(ok), step)
+        runs[kind] = (counters.tolist(), int(step_counter))
+    bad = [step for step, ok in enumerate(flags) if not ok]
+    expected = ([float(len(flags)), float(len(bad)), float(bad[-1] if bad else 0)], len(flags))
+    assert runs[bool] == runs[torch.tensor] == expected
+
+
+@pytest.mark.skipif(keras.backend.backend() != "torch", reason="torch's guard")
+def test_torch_guard_reads_its_flag_on_the_host_only_on_the_cpu():
+    """On the CPU the flag is a Python bool (nothing to wait for); a tensor elsewhere (here
+    torch's meta device), so a GPU step is not made to wait for its host."""
+    import torch
+
+    from gradhealth.adapters import torch_kernels
+
+    with torch.no_grad():
+        assert torch_kernels.finite_guard([torch.ones(2)]) is True
+        assert torch_kernels.finite_guard([torch.tensor([1.0, float("inf")])]) is False
+    meta = torch.ones(2, device="meta") == 1
+    assert torch_kernels.settled(meta) is meta
+    assert torch_kernels.settled(torch.tensor(False)) is False

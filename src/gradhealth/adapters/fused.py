@@ -55,6 +55,8 @@ class StatsKernels:
     # (``torch_kernels.write_row`` and ``count_step``); None where the step is compiled.
     write_row: Callable[..., None] | None = None
     count_step: Callable[[Any, Any, Any, int], None] | None = None
+    # Eager backends: a flag as a Python bool where reading it waits for nothing (the CPU).
+    settle: Callable[[Any], Any] | None = None
 
 
 BRANCH_FREE: bool | None = None
@@ -152,7 +154,8 @@ def stats_kernels(generic: Any, backend: str | None = None) -> Any:
                             direct_stats=torch_kernels.direct_stats,
                             finite_guard=torch_kernels.finite_guard,
                             cond=_eager_cond, write_row=torch_kernels.write_row,
-                            count_step=torch_kernels.count_step)
+                            count_step=torch_kernels.count_step,
+                            settle=torch_kernels.settled)
     if branch_free(name):
         return StatsKernels(grad_scan=generic.grad_scan, scaled_sums=generic.scaled_sums,
                             grad_histograms=generic.grad_histograms,

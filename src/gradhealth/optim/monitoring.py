@@ -256,7 +256,7 @@ class MonitoringOptimizer(GradientWrapperOptimizer):
         if self.hist_ring is not None:
             rows.append((self.hist_ring.value, self._histograms(filled, table)))
         self._kernels.write_row(rows, self.ring_steps.value, slot, step)
-        return table[:, _NONFINITE].sum() == 0
+        return self._kernels.settle(table[:, _NONFINITE].sum() == 0)
 
     def transform(self, grads: list[Any], weights: list[Any], finite: Any = None) -> list[Any]:
         if finite is None:

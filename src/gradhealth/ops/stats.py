@@ -105,9 +105,13 @@ def _groups(tensors: list[Any]) -> list[list[int]]:
 
 
 def _stack(tensors: list[Any], idx: list[int]) -> Any:
-    """``tensors[idx]`` as one float32 tensor of shape ``(k, size)``."""
-    parts = [ops.reshape(ops.cast(tensors[i], "float32"), (1, -1)) for i in idx]
-    return parts[0] if len(parts) == 1 else ops.concatenate(parts, axis=0)
+    """``tensors[idx]`` (all of one shape) as one float32 tensor of shape ``(k, size)``.
+
+    One stack and one reshape: a reshape per tensor then a concatenation was 62 of the 1134
+    operations of TensorFlow's checkup graph for a 30-layer MLP, and a graph executor on a CPU
+    pays per operation."""
+    parts = [ops.cast(tensors[i], "float32") for i in idx]
+    return ops.reshape(parts[0] if len(parts) == 1 else ops.stack(parts), (len(parts), -1))
 
 
 def _in_order(blocks: list[Any], groups: list[list[int]]) -> Any:

@@ -299,6 +299,78 @@ def test_a_model_is_traced_at_most_once(digits, ce_loss):
     assert counts[2] == counts[3] == counts[4] == trace_count(model) == 1, counts
 
 
+@pytest.mark.skipif(keras.backend.backend() != "tensorflow", reason="TensorFlow's probe step")
+def test_tensorflow_step_calls_the_concrete_function_of_each_signature(digits):
+    """The compiled probe calls the concrete function of its arguments' signature directly.
+    Batches that change size and sample weights that come and go must still get their own
+    numbers (those of a fresh model's eager pass), and no more traces than tf.function makes
+    (the exact shape, then relaxed shapes, each with and without sample weights)."""
+    from gradhealth.adapters import tensorflow_adapter
+
+    x, y = digits
+    model = gh.models.deep_mlp(3, width=16)
+    loss = gh.models.classification_loss()
+    calls = [(x[:64], y[:64], None), (x[:100], y[:100], None),
+             (x[:64], y[:64], np.linspace(0.5, 2.0, 64).astype("float32")),
+             (x[:80], y[:80], None), (x[:80], y[:80], np.full(80, 3.0, "float32"))]
+    for batch in calls[:2]:  # the eager passes (tensorflow_adapter.EAGER_CALLS)
+        gh.gradient_stats(model, batch[0], batch[1], loss=loss, sample_weight=batch[2])
+    for _ in range(2):
+        for xb, yb, sw in calls:
+            got = gh.gradient_stats(model, xb, yb, loss=loss, sample_weight=sw)
+            fresh = keras.models.clone_model(model)
+            fresh.set_weights(model.get_weights())
+            want = gh.gradient_stats(fresh, xb, yb, loss=loss, sample_weight=sw)  # eager
+            np.testing.assert_allclose(got["grad_norm"], want["grad_norm"], rtol=1e-5)
+    assert trace_count(model) <= 4
+
+    signature = tensorflow_adapter._signature
+    a = np.zeros((2, 3), "float32")
+    assert signature((a, None)) == signature((np.ones((2, 3), "float32"), None))
+    for other in ((a[:1], None), (a.astype("float64"), None), (a, a), [a, None],
+                  (tf.constant(a), None), (a, 1.0)):
+        assert signature(other) != signature((a, None)), other
+    assert signature({"b": a, "a": None}) == signature({"a": None, "b": a})
+    assert signature((a, 1.0)) != signature((a, 2.0))  # a Python scalar is baked into a trace
+    for unknown in (np.float32(1.0), object(), {1: a, "a": a}):
+        with pytest.raises(tensorflow_adapter._Uncacheable):
+            signature(unknown)
+
+
+def test_probe_lists_the_variables_keras_lists():
+    """The probe walks the layers once for what ``trainable_variables`` and ``variables`` give:
+    the same variables in the same order, after freezing a layer, a nested model or the whole
+    model, and a model class's own ``trainable_variables`` wins."""
+    from gradhealth.adapters import _variables
+
+    inner = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3),
+                              keras.layers.BatchNormalization()], name="inner")
+    inputs = keras.Input((4,))
+    model = keras.Model(inputs, keras.layers.Dense(2)(inner(inputs)))
+
+    def same(m):
+        trainable, variables = _variables(m)
+        assert [v.path for v in trainable] == [v.path for v in m.trainable_variables]
+        assert [v.path for v in variables] == [v.path for v in m.variables]
+
+    same(model)
+    inner.layers[0].trainable = False
+    same(model)
+    inner.trainable = False
+    same(model)
+    model.trainable = False
+    same(model)
+    assert _variables(model)[0] == []
+
+    class FirstOnly(keras.Model):
+        @property
+        def trainable_variables(self):
+            return super().trainable_variables[:1]
+
+    custom = FirstOnly(inputs, keras.layers.Dense(2)(inputs))
+    assert [v.path for v in _variables(custom)[0]] == [custom.trainable_variables[0].path]
+
+
 def test_eager_first_and_compiled_later_checkups_agree_and_leave_the_model_alone(digits):
     """The first pass (eager on TensorFlow) and the compiled ones give the same statistics, and
     neither changes weights, batch-norm statistics or the dropout seed state."""

@@ -132,6 +132,24 @@ def _finite(result: ProbeResult, reduce: Reduce | None, nonfinite_column: int | 
     return not np.any(result.payload[:, nonfinite_column] > 0)
 
 
+_LAYER = keras.layers.Layer
+
+
+def _variables(model: keras.Model) -> tuple[list[Any], list[Any]]:
+    """``(model.trainable_variables, model.variables)`` from one walk over the layers.
+
+    Keras' ``trainable_variables`` and ``non_trainable_variables`` each walk every layer again
+    (0.1-0.2 ms apiece for a 30-layer MLP, in a checkup of 5 ms); this is their definition,
+    used unless the model's class overrides them.
+    """
+    cls = type(model)
+    if (cls.trainable_variables is not _LAYER.trainable_variables
+            or cls.variables is not _LAYER.variables):
+        return list(model.trainable_variables), list(model.variables)
+    variables = model.variables
+    return ([v for v in variables if v.trainable] if model.trainable else []), variables
+
+
 def probe(model: keras.Model, objective: Any, x: Any, y: Any, sample_weight: Any,
           reduce: Reduce | None, accepts_training: bool,
           nonfinite_column: int | None = None) -> ProbeResult:
@@ -163,10 +181,9 @@ def probe(model: keras.Model, objective: Any, x: Any, y: Any, sample_weight: Any
     adapter = get_adapter()
     steps = _STEPS.setdefault(model, {})
     compiled = id(compiled_loss_object(model)) if objective.compiled else None
-    trainable = list(model.trainable_variables)
+    trainable, variables = _variables(model)
     key = (objective.key, compiled, reduce, accepts_training,
-           tuple(id(v) for v in trainable),
-           tuple(id(v) for v in model.non_trainable_variables))
+           tuple(id(v) for v in trainable), tuple(id(v) for v in variables))
     if key not in steps:
         steps[key] = adapter.build_step(model, objective, reduce, accepts_training)
         # Layers' dtype policies are fixed when they are created: decided once per step.

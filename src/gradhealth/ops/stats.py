@@ -369,54 +369,98 @@ def direct_stats(grads: list[Any], weights: list[Any],
                              [[i] for i in range(len(grads))])
 
 
-def _direct_group(g: Any, w: Any, shape: tuple[int, ...], want: set[str],
-                  sumsq: Any) -> tuple[Any, Any]:
-    """:func:`direct_stats` of ``k`` stacked variables of one shape (``g``, ``w``: ``(k, n)``)."""
-    k, size = int(g.shape[0]), max(int(np.prod(shape)) if shape else 1, 1)
-    nan = ops.full((k,), float("nan"), "float32")
+def _direct_sums(g: Any, w: Any, shape: tuple[int, ...], want: set[str],
+                 sumsq: Any) -> dict[str, Any]:
+    """The reductions of :func:`direct_stats` for ``k`` stacked variables of one shape
+    (``g``, ``w``: ``(k, n)``), each of shape ``(k,)``; :func:`_direct_table` turns the
+    reductions of every group into the table in one set of operations."""
+    k, size = int(g.shape[0]), _size(shape)
 
     def rows_sumsq(t: Any) -> Any:
         return ops.reshape(sumsq(ops.reshape(t, (-1,))), (1,)) if k == 1 else ops.sum(
             t * t, axis=1)
 
-    q = rows_sumsq(g)
     a = ops.abs(g)
+    out = {"q": rows_sumsq(g)}
     if "dead_unit_fraction" in want and len(shape) >= 1:
         unit_max = ops.max(ops.reshape(a, (k, -1, shape[-1])), axis=1)
-        m = ops.max(unit_max, axis=1)
-        dead = ops.mean(ops.cast(ops.equal(unit_max, 0.0), "float32"), axis=1)
+        out["m"] = ops.max(unit_max, axis=1)
+        out["dead"] = ops.mean(ops.cast(ops.equal(unit_max, 0.0), "float32"), axis=1)
     else:
-        m = ops.max(a, axis=1)
-        dead = ops.zeros((k,), "float32")
-    ok = ops.logical_and(ops.isfinite(q), m <= DIRECT_MAX)
-    ok = ops.logical_and(ok, ops.logical_or(ops.equal(m, 0.0), m >= direct_floor(size)))
-    qw = ops.zeros((k,), "float32")
+        out["m"] = ops.max(a, axis=1)
     if "weight_norm" in want:
-        qw = rows_sumsq(w)
-        w_ok = qw >= direct_floor(size) ** 2
+        out["qw"] = rows_sumsq(w)
         if size < ZERO_CHECK_BELOW:
             # A zero sum of squares is exact when every entry is 0: the zero-initialized biases
             # and normalization offsets of every fresh model. Without this, each checkup of an
             # untrained model took the two exact passes (a 50-block residual MLP's eager
             # checkup on TensorFlow: 1.5 s, 0.84 s with it).
-            w_ok = ops.logical_or(w_ok, ops.all(ops.equal(w, 0.0), axis=1))
+            out["w_zero"] = ops.all(ops.equal(w, 0.0), axis=1)
+    if "grad_std" in want and size > 1:
+        d = g - g[:, :1]
+        out["d1"], out["d2"] = ops.sum(d, axis=1) / size, ops.sum(d * d, axis=1) / size
+    if "grad_mean_abs" in want:
+        out["mean_abs"] = ops.sum(a, axis=1) / size
+    if "zero_fraction" in want:
+        out["zero"] = ops.sum(ops.cast(ops.equal(g, 0.0), "float32"), axis=1) / size
+    return out
+
+
+def _size(shape: tuple[int, ...]) -> int:
+    return max(int(np.prod(shape)) if shape else 1, 1)
+
+
+def _direct_table(sums: list[dict[str, Any]], shapes: list[tuple[int, ...]],
+                  counts: list[int], want: set[str]) -> tuple[Any, Any]:
+    """``(table, ok)`` of :func:`direct_stats` from :func:`_direct_sums` of each group
+    (``counts[i]`` variables of shape ``shapes[i]``), rows in the groups' order.
+
+    The checks and the columns run once over every variable's numbers: per group they were
+    about 20 operations, which a graph executor on a CPU pays for each variable of a model
+    whose shapes all differ (TensorFlow, the monitor's 20 x 256 MLP: 20 kernels of 256 x 256
+    are reduced one by one)."""
+    n = sum(counts)
+    sizes = np.repeat([_size(shape) for shape in shapes], counts)
+    floor = ops.convert_to_tensor(np.array([direct_floor(int(size)) for size in sizes],
+                                           "float32"))
+
+    def joined(key: str, default: Any) -> Any:
+        parts = [part[key] if key in part else ops.full((k,), default, _dtype(default))
+                 for part, k in zip(sums, counts, strict=True)]
+        return parts[0] if len(parts) == 1 else ops.concatenate(parts, axis=0)
+
+    q, m = joined("q", 0.0), joined("m", 0.0)
+    nan = ops.full((n,), float("nan"), "float32")
+    ok = ops.logical_and(ops.isfinite(q), m <= DIRECT_MAX)
+    ok = ops.logical_and(ok, ops.logical_or(ops.equal(m, 0.0), m >= floor))
+    qw = ops.zeros((n,), "float32")
+    if "weight_norm" in want:
+        qw = joined("qw", 0.0)
+        w_ok = qw >= ops.convert_to_tensor(
+            np.array([direct_floor(int(size)) ** 2 for size in sizes], "float32"))
+        if any("w_zero" in part for part in sums):
+            w_ok = ops.logical_or(w_ok, joined("w_zero", False))
         ok = ops.logical_and(ok, ops.logical_and(ops.isfinite(qw), w_ok))
     std = nan
     if "grad_std" in want:
-        if size > 1:
-            d = g - g[:, :1]
-            d1, d2 = ops.sum(d, axis=1) / size, ops.sum(d * d, axis=1) / size
+        if any("d1" in part for part in sums):
+            d1, d2 = joined("d1", 0.0), joined("d2", 0.0)  # a single entry: std 0, exact
             std = ops.sqrt(ops.maximum(d2 - d1 * d1, 0.0))
-            ok = ops.logical_and(ok, ops.logical_or(ops.equal(m, 0.0), d2 >= 2.0 ** -106))
+            ok = ops.logical_and(ok, ops.logical_or(
+                ops.logical_or(ops.equal(m, 0.0), d2 >= 2.0 ** -106),
+                ops.convert_to_tensor(sizes <= 1)))
         else:
-            std = ops.zeros((k,), "float32")
+            std = ops.zeros((n,), "float32")
     col = {"grad_norm": ops.sqrt(q), "grad_max_abs": m, "grad_std": std,
-           "grad_mean_abs": ops.sum(a, axis=1) / size if "grad_mean_abs" in want else nan,
-           "zero_fraction": (ops.sum(ops.cast(ops.equal(g, 0.0), "float32"), axis=1) / size
-                             if "zero_fraction" in want else nan),
-           "nonfinite_count": ops.zeros((k,), "float32"), "weight_norm": ops.sqrt(qw),
-           "dead_unit_fraction": dead if "dead_unit_fraction" in want else nan}
+           "grad_mean_abs": joined("mean_abs", 0.0) if "grad_mean_abs" in want else nan,
+           "zero_fraction": joined("zero", 0.0) if "zero_fraction" in want else nan,
+           "nonfinite_count": ops.zeros((n,), "float32"), "weight_norm": ops.sqrt(qw),
+           "dead_unit_fraction": joined("dead", 0.0) if "dead_unit_fraction" in want else nan}
     return ops.stack([col[c] if c in want else nan for c in DEVICE_STATS], axis=1), ok
+
+
+def _dtype(value: Any) -> str:
+    return "bool" if isinstance(value, bool) else "float32"
 
 
 GROUP_BELOW = 16384
@@ -444,16 +488,15 @@ def direct_stats_grouped(grads: list[Any], weights: list[Any],
 
 def _direct_in_groups(grads: list[Any], weights: list[Any], stats: tuple[str, ...],
                       sum_squares: Any, groups: list[list[int]]) -> tuple[Any, Any]:
-    """:func:`_direct_group` over ``groups`` of variable indices, rows in variable order."""
+    """:func:`_direct_sums` over ``groups`` of variable indices, then :func:`_direct_table`
+    over them all, rows in variable order."""
     want = set(stats)
     sumsq = sum_squares or _sum_squares
-    tables, oks = [], []
-    for idx in groups:
-        table, ok = _direct_group(_stack(grads, idx), _stack(weights, idx),
-                                  tuple(int(d) for d in grads[idx[0]].shape), want, sumsq)
-        tables.append(table)
-        oks.append(ok)
-    return _in_order(tables, groups), _in_order(oks, groups)
+    shapes = [tuple(int(d) for d in grads[idx[0]].shape) for idx in groups]
+    sums = [_direct_sums(_stack(grads, idx), _stack(weights, idx), shape, want, sumsq)
+            for idx, shape in zip(groups, shapes, strict=True)]
+    table, ok = _direct_table(sums, shapes, [len(idx) for idx in groups], want)
+    return _in_order([table], groups), _in_order([ok], groups)
 
 
 def finite_guard(grads: list[Any], cond: Any = cond) -> Any:

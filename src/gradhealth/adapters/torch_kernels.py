@@ -16,6 +16,7 @@ divided by ``m`` first, as on the other backends.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -31,6 +32,7 @@ puts ``m^2`` at >= 1e-12, so squares that underflow (< 1.2e-38) weigh < 1e-26 ea
 it; ``m <= 2^40`` keeps ``n m^2 < 3.4e38`` (float32's largest) for any ``n < 2.8e14``."""
 
 _INF = math.inf
+_F32_MAX = float(torch.finfo(torch.float32).max)
 
 ONE_CALL_MAX = 1 << 17
 """Tensors of up to this many entries have their norms taken in one multi-tensor call. torch's
@@ -64,7 +66,8 @@ def _long_norm(t: torch.Tensor, order: float) -> torch.Tensor:
     return parts.sum() if order == 0 else torch.linalg.vector_norm(parts, order)
 
 
-def norms(tensors: list[torch.Tensor], order: float) -> torch.Tensor:
+def norms(tensors: list[torch.Tensor], order: float,
+          apart: frozenset[int] | None = None) -> torch.Tensor:
     """``torch.stack(torch._foreach_norm(tensors, order))``, accurate for long tensors too.
 
     Tensors of up to :data:`ONE_CALL_MAX` entries, and CUDA tensors, go through one
@@ -75,15 +78,14 @@ def norms(tensors: list[torch.Tensor], order: float) -> torch.Tensor:
     Args:
         tensors: The tensors (at least one).
         order: 0 (nonzero count), 1, 2 or ``math.inf`` (exact at any length: no rows).
+        apart: The positions of the tensors reduced on their own (:func:`_apart`), when the
+            caller knows them already; by default they are found here.
 
     Returns:
         A 1-D float tensor: one norm per tensor (0 for an empty one).
     """
-    # CUDA's multi-tensor kernel reduces each tensor in blocks, then over the blocks: accurate
-    # already, and one launch for all (the transformer of the benchmarks has 50 long tensors).
-    # An empty tensor's norm is 0 (torch raises on one for the inf norm).
-    apart = {i for i, t in enumerate(tensors)
-             if t.numel() == 0 or (t.numel() > ONE_CALL_MAX and not t.is_cuda and order != _INF)}
+    if apart is None:
+        apart = _apart(tensors, order)
     if not apart:
         return torch.stack(torch._foreach_norm(tensors, order))
     out: list[Any] = [None] * len(tensors)
@@ -96,6 +98,15 @@ def norms(tensors: list[torch.Tensor], order: float) -> torch.Tensor:
         t = tensors[i]
         out[i] = t.new_zeros(()) if t.numel() == 0 else _long_norm(t, order)
     return torch.stack(out)
+
+
+def _apart(tensors: list[torch.Tensor], order: float) -> frozenset[int]:
+    """The positions :func:`norms` reduces on their own: empty tensors (their norm is 0, and
+    torch raises on one for the inf norm), and long tensors off CUDA for a finite order. CUDA's
+    multi-tensor kernel reduces each tensor in blocks, then over the blocks: accurate already,
+    and one launch for all (the transformer of the benchmarks has 50 long tensors)."""
+    return frozenset(i for i, t in enumerate(tensors) if t.numel() == 0 or (
+        t.numel() > ONE_CALL_MAX and not t.is_cuda and order != _INF))
 
 
 def _units(g: torch.Tensor) -> torch.Tensor:
@@ -225,10 +236,10 @@ def _max_abs(gs: list[torch.Tensor]) -> torch.Tensor:
     """Per tensor ``max |g|`` from ``torch.aminmax`` (one pass, NaN propagates): 0.23 ms for a
     20x256 MLP on a 2-core CPU, against 2.4 ms for ``_foreach_norm(inf)``, which takes ``abs``
     first."""
-    lo_hi = [torch.aminmax(g) if g.numel() else (g.new_zeros(()), g.new_zeros(()))
-             for g in gs]
-    return torch.maximum(-torch.stack([lo for lo, _ in lo_hi]),
-                         torch.stack([hi for _, hi in lo_hi]))
+    # One stack of [min_0, max_0, min_1, max_1, ...]: each stack is 0.3 us per tensor.
+    lo_hi = torch.stack([x for g in gs for x in (
+        torch.aminmax(g) if g.numel() else (g.new_zeros(()), g.new_zeros(())))]).view(-1, 2)
+    return torch.maximum(-lo_hi[:, 0], lo_hi[:, 1])
 
 
 _ONES: dict[torch.device, torch.Tensor] = {}
@@ -279,64 +290,102 @@ def settled(flag: torch.Tensor) -> bool | torch.Tensor:
     return bool(flag) if flag.device.type == "cpu" else flag
 
 
-_CONSTANTS: dict[tuple[Any, ...], tuple[torch.Tensor, ...]] = {}
+@dataclass(frozen=True)
+class _Shapes:
+    """What :func:`direct_stats` needs of a list of gradient shapes, on their device."""
+
+    sizes: torch.Tensor          # entries per tensor
+    safe_sizes: torch.Tensor     # the same, at least 1
+    floor: torch.Tensor          # direct_floor per tensor
+    n_units: torch.Tensor        # units (last axis) per tensor
+    scalar: torch.Tensor         # whether a tensor is 0-d
+    small: torch.Tensor          # fewer than ZERO_CHECK_BELOW entries
+    any_small: bool
+    g_max: torch.Tensor          # DIRECT_MAX, per tensor
+    w_max: torch.Tensor          # float32's largest finite value, per tensor
+    zeros: torch.Tensor
+    nan: torch.Tensor
+    apart: frozenset[int]        # norms() positions for the gradients alone
+    apart_both: frozenset[int]   # and for gradients + weights
 
 
-def _constants(gs: list[torch.Tensor]) -> tuple[torch.Tensor, ...]:
-    """``(sizes, floors, units, is_scalar)`` per tensor, on the tensors' device, made once per
-    list of shapes: building them from Python lists every step is a blocking host-to-device
-    copy on a GPU, which stalls the step until the device has caught up."""
+_CONSTANTS: dict[tuple[Any, ...], _Shapes] = {}
+
+
+def _constants(gs: list[torch.Tensor]) -> _Shapes:
+    """The :class:`_Shapes` of ``gs``, made once per list of shapes: building them from Python
+    lists every step is a blocking host-to-device copy on a GPU, which stalls the step until
+    the device has caught up, and a dozen tensor operations on a CPU."""
     device = gs[0].device if gs else torch.device("cpu")
     key = (device, *(tuple(g.shape) for g in gs))
     found = _CONSTANTS.get(key)
     if found is None:
         if len(_CONSTANTS) >= 16:  # models come and go (tests, notebooks): keep a few
             _CONSTANTS.clear()
-        units = [g.shape[-1] if g.dim() >= 2 else g.numel() for g in gs]
-        found = _CONSTANTS[key] = (
-            torch.tensor([g.numel() for g in gs], dtype=torch.float32, device=device),
-            torch.tensor([direct_floor(g.numel()) for g in gs], dtype=torch.float32,
-                         device=device),
-            torch.tensor(units, dtype=torch.float32, device=device),
-            torch.tensor([g.dim() == 0 for g in gs], dtype=torch.bool, device=device))
+
+        def vector(values: list[Any], dtype: torch.dtype = torch.float32) -> torch.Tensor:
+            return torch.tensor(values, dtype=dtype, device=device)
+
+        sizes = [g.numel() for g in gs]
+        n = len(gs)
+        apart = _apart(gs, 2.0)
+        found = _CONSTANTS[key] = _Shapes(
+            sizes=vector(sizes), safe_sizes=vector([max(k, 1) for k in sizes]),
+            floor=vector([direct_floor(k) for k in sizes]),
+            n_units=vector([g.shape[-1] if g.dim() >= 2 else g.numel() for g in gs]),
+            scalar=vector([g.dim() == 0 for g in gs], torch.bool),
+            small=vector([k < ZERO_CHECK_BELOW for k in sizes], torch.bool),
+            any_small=any(k < ZERO_CHECK_BELOW for k in sizes),
+            g_max=vector([DIRECT_MAX] * n), w_max=vector([_F32_MAX] * n),
+            zeros=vector([0.0] * n), nan=vector([math.nan] * n),
+            apart=apart, apart_both=apart | frozenset(i + n for i in apart))
     return found
 
 
 def direct_stats(grads: list[Any], weights: list[Any],
                  stats: tuple[str, ...]) -> tuple[torch.Tensor, torch.Tensor]:
     """``(table, ok)`` from one unscaled pass (see ``ops.stats.direct_stats``), with one
-    multi-tensor call per statistic."""
-    want = set(stats)
+    multi-tensor call per statistic (the gradients' and the weights' norms in one).
+
+    A row is ``ok`` when its largest magnitude ``m`` is 0 or within ``[direct_floor,
+    DIRECT_MAX]`` (a NaN or inf entry makes ``m`` NaN or inf: torch's reductions propagate
+    NaN, so no separate finiteness test is needed) and its weight norm within
+    ``[direct_floor, float32 max]``, or 0 with every entry 0. ``weights`` have the gradients'
+    shapes, as ``device_stats`` pairs them."""
     gs, ws = _f32(grads), _f32(weights)
-    sizes, floor, n_units, scalar = _constants(gs)
-    safe = sizes.clamp(min=1.0)
-    nan = torch.full_like(sizes, math.nan)
-    if "dead_unit_fraction" in want:
+    c = _constants(gs)
+    nan = c.nan
+    if "dead_unit_fraction" in stats:
         cols = [torch.linalg.vector_norm(_units(g), ord=_INF, dim=0) if g.dim() >= 2
                 else g.abs().reshape(-1) for g in gs]
         m = norms(cols, _INF)
         live = norms(cols, 0)
-        dead = torch.where(scalar | (n_units == 0), torch.zeros_like(m),
-                           1.0 - live / n_units.clamp(min=1.0))
+        dead = torch.where(c.scalar | (c.n_units == 0), c.zeros,
+                           1.0 - live / c.n_units.clamp(min=1.0))
     else:
         m = _max_abs(gs)
         dead = nan
-    norm = norms(gs, 2)
-    ok = torch.isfinite(norm) & (m <= DIRECT_MAX) & ((m == 0) | (m >= floor))
+    ok = (torch.clamp(m, c.floor, c.g_max) == m) | (m == 0)
     wnorm = nan
-    if "weight_norm" in want:
-        wnorm = norms(ws, 2)
-        w_ok = wnorm * wnorm >= floor * floor
+    if "weight_norm" in stats:
+        both = norms(gs + ws, 2, c.apart_both)
+        n = len(gs)
+        norm, wnorm = both[:n], both[n:]
+        w_ok = torch.clamp(wnorm, c.floor, c.w_max) == wnorm
         # A zero norm is exact when every entry is 0 (the zero-initialized biases of a fresh
-        # model), as in ops.stats: small variables only, checked only when one has norm 0.
-        zero = (wnorm == 0) & (sizes < ZERO_CHECK_BELOW)
-        if bool(zero.any()):   # eager; the caller's cond reads `ok` on the host right after
-            idx = zero.nonzero().flatten()
-            w_max = norms([ws[i] for i in idx.tolist()], _INF)
-            w_ok = w_ok.index_put((idx,), w_max == 0)
-        ok &= torch.isfinite(wnorm) & w_ok
+        # model), as in ops.stats: small variables only, looked at only when a weight fails
+        # (eager; the caller's cond reads `ok` on the host right after anyway).
+        if c.any_small and not bool(w_ok.all()):
+            zero = (wnorm == 0) & c.small
+            if bool(zero.any()):
+                idx = zero.nonzero().flatten()
+                w_max = norms([ws[i] for i in idx.tolist()], _INF)
+                w_ok = w_ok.index_put((idx,), w_max == 0)
+        ok = ok & w_ok
+    else:
+        norm = norms(gs, 2, c.apart)
     std = nan
-    if "grad_std" in want:
+    if "grad_std" in stats:
         d1, d2 = [], []
         for g in gs:
             d = g.reshape(-1) - g.reshape(-1)[0] if g.numel() > 1 else g.new_zeros(1)
@@ -344,14 +393,14 @@ def direct_stats(grads: list[Any], weights: list[Any],
             d2.append((d * d).mean())
         d1s, d2s = torch.stack(d1), torch.stack(d2)
         std = torch.sqrt((d2s - d1s * d1s).clamp(min=0.0))
-        ok &= (m == 0) | (sizes <= 1) | (d2s >= 2.0 ** -106)
-    col = {"grad_norm": norm, "grad_max_abs": m, "nonfinite_count": torch.zeros_like(m),
+        ok = ok & ((m == 0) | (c.sizes <= 1) | (d2s >= 2.0 ** -106))
+    col = {"grad_norm": norm, "grad_max_abs": m, "nonfinite_count": c.zeros,
            "weight_norm": wnorm, "grad_std": std, "dead_unit_fraction": dead,
-           "grad_mean_abs": (norms(gs, 1) / safe
-                             if "grad_mean_abs" in want else nan),
-           "zero_fraction": (1.0 - norms(gs, 0) / safe
-                             if "zero_fraction" in want else nan)}
-    return torch.stack([col[c] if c in want else nan for c in DEVICE_STATS], dim=1), ok
+           "grad_mean_abs": (norms(gs, 1, c.apart) / c.safe_sizes
+                             if "grad_mean_abs" in stats else nan),
+           "zero_fraction": (1.0 - norms(gs, 0, c.apart) / c.safe_sizes
+                             if "zero_fraction" in stats else nan)}
+    return torch.stack([col[k] if k in stats else nan for k in DEVICE_STATS], dim=1), ok
 
 
 def write_row(rows: list[tuple[torch.Tensor, torch.Tensor]], ring_steps: torch.Tensor,

@@ -27,6 +27,16 @@ step's logs in the training loop, so each step waits for the device (on an H200 
 made the monitored JAX transformer 1.76x instead of 1.12x a fit without callbacks), and the
 baseline must not pay that either.
 
+``--floor`` also times the monitor's device work alone, outside ``fit``: its per-step
+non-finite guard and its logged step's statistics, compiled as ``fit`` compiles them (a
+``tf.function``, ``jax.jit``, torch eagerly under ``no_grad``), on gradients of the model's
+variable shapes, with warm caches, less the cost of calling a compiled function that does
+nothing with the same tensors. On torch, whose train step runs eagerly, ``fit`` makes the same
+calls (with colder caches), so ``1 + guard / step`` bounds what ``every=100`` can reach on
+this device and ``1 + statistics / step`` what ``every=1`` can. On TensorFlow and JAX the
+work is compiled apart from the step, and inside the step the compiler may schedule it
+differently: there the figures show its size, not a bound.
+
 Run (on a shared machine, under the benchmark lock)::
 
     flock /tmp/gradhealth-bench.lock env KERAS_BACKEND=jax \\
@@ -47,8 +57,11 @@ import gradhealth  # noqa: F401  (first: it quiets TensorFlow before keras impor
 import keras
 import numpy as np
 
+from gradhealth.adapters.fused import stats_kernels
 from gradhealth.callbacks.monitor import GradientHealthMonitor
+from gradhealth.core.stats import CORE_STATS
 from gradhealth.models import deep_mlp
+from gradhealth.ops import stats as ops_stats
 
 MLP = {"depth": 20, "width": 256, "batch": 256, "input_dim": 256, "classes": 10}
 TRANSFORMER_CPU = {"blocks": 6, "d": 128, "seq": 64, "vocab": 2000, "batch": 16, "classes": 10}
@@ -137,6 +150,64 @@ def device_name() -> str:
         return "unknown"
 
 
+def _compiled(fn):
+    """``fn`` compiled as ``fit`` compiles the train step, returning a function that runs it
+    and waits for its result."""
+    backend = keras.backend.backend()
+    if backend == "tensorflow":
+        import tensorflow as tf  # lazy: only the TensorFlow backend has it loaded
+
+        traced = tf.function(fn)
+        return lambda *args: keras.ops.convert_to_numpy(traced(*args))
+    if backend == "jax":
+        import jax  # lazy: only the JAX backend has it loaded
+
+        jitted = jax.jit(fn)
+        return lambda *args: jax.block_until_ready(jitted(*args))
+    import torch  # lazy: only the torch backend has it loaded
+
+    def eager(*args):
+        with torch.no_grad():
+            out = fn(*args)
+        return bool(out) if isinstance(out, bool) else keras.ops.convert_to_numpy(out)
+
+    return eager
+
+
+def _median_call(fn, args: tuple, calls: int) -> float:
+    for _ in range(5):  # trace/compile, then warm up
+        fn(*args)
+    times = []
+    for _ in range(calls):
+        start = time.perf_counter()
+        fn(*args)
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def device_floor(model: keras.Model, calls: int = 100) -> dict[str, float]:
+    """Seconds per call of the monitor's device work alone (medians of ``calls``, warm):
+    ``guard``, the non-finite check of every step, and ``statistics``, a logged step's
+    :data:`~gradhealth.core.stats.CORE_STATS` with the backend's kernels, on normal random
+    gradients of the shapes of ``model``'s trainable variables and on its weights. Each less
+    the time of a compiled function that takes the same tensors and does nothing: calling a
+    ``tf.function`` or a jitted function from Python costs 0.1-1 ms that a train step does not
+    pay for the work inside it."""
+    rng = np.random.default_rng(0)
+    variables = model.trainable_variables
+    grads = [keras.ops.convert_to_tensor(rng.normal(size=v.shape).astype("float32"))
+             for v in variables]
+    weights = [keras.ops.convert_to_tensor(v.value) for v in variables]
+    kernels = stats_kernels(ops_stats)
+    guard = _compiled(lambda g, w: kernels.finite_guard(g))
+    stats = _compiled(lambda g, w: ops_stats.device_stats(g, w, kernels=kernels,
+                                                           stats=CORE_STATS))
+    nothing = _compiled(lambda g, w: keras.ops.zeros(()))
+    idle = _median_call(nothing, (grads, weights), calls)
+    return {"guard": max(_median_call(guard, (grads, weights), calls) - idle, 0.0),
+            "statistics": max(_median_call(stats, (grads, weights), calls) - idle, 0.0)}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", choices=("mlp", "transformer"), default="mlp")
@@ -147,6 +218,9 @@ def main() -> None:
     parser.add_argument("--warn-variants", action="store_true",
                         help="also time on_nonfinite='warn' (no conditional update), to split "
                              "the cost of skipping NaN steps from the cost of the statistics")
+    parser.add_argument("--floor", action="store_true",
+                        help="also time the monitor's guard and statistics alone, outside fit "
+                             "(on torch: the least a monitored step can cost on this device)")
     args = parser.parse_args()
     if args.steps <= WARMUP_STEPS + 1:
         parser.error(f"--steps must exceed {WARMUP_STEPS + 1}")
@@ -191,6 +265,19 @@ def main() -> None:
         print(f"{name:>15}: {1e3 * med:8.2f} ms/step  paired ratio {ratios[name]:.3f}  "
               f"ratio of medians {med / base:.3f}  (per repeat: {each}; first {WARMUP_STEPS} "
               f"steps incl. tracing: {statistics.median(startup[name]):.2f} s)")
+    if args.floor:
+        floor = device_floor(models["none"])
+        print("device work alone (warm, outside fit): " + "; ".join(
+            f"{name} {1e3 * sec:.3f} ms = {100 * sec / base:.1f}% of a step"
+            for name, sec in floor.items()))
+        if keras.backend.backend() == "torch":
+            # Eager: fit makes these same calls, with colder caches.
+            print(f"  torch runs them eagerly, as fit does: every=100 cannot cost less than "
+                  f"{1 + floor['guard'] / base:.3f}x here, every=1 less than "
+                  f"{1 + floor['statistics'] / base:.3f}x")
+        else:
+            print("  compiled apart from the train step: not a bound (inside the step the "
+                  "compiler may schedule the same work differently)")
     print(f"SUMMARY {keras.backend.backend()} {device} {args.model}: none "
           f"{1e3 * base:.2f} ms/step; " + ", ".join(
               f"{k} {v:.3f}x" for k, v in ratios.items() if k != "none"))

@@ -173,6 +173,40 @@ def test_pulls_every_buffer_steps_and_on_history():
     monitor.on_train_end()
 
 
+def test_logged_steps_see_the_weights_of_their_step():
+    """At every=3 each logged row holds the weights of its own step while SGD moves them
+    every step. On torch the steps in between do not read the weights at all
+    (``reads_weights``); a logged step that skipped them would have no weight norm, and one
+    that read them late would hold another step's."""
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((5,)), keras.layers.Dense(7),
+                              keras.layers.Dense(3)])
+    model.compile(optimizer=keras.optimizers.SGD(0.5), loss="mse")
+    monitor = GradientHealthMonitor(every=3)
+    monitor.set_model(model)
+    wrapper = model.optimizer
+    monitor.on_train_begin()
+    monitor.on_epoch_begin(0)
+    rng = np.random.default_rng(8)
+    before, reads = {}, []
+    for i in range(7):
+        before[i] = values(model)
+        grads = [rng.normal(size=v.shape).astype("float32") for v in model.trainable_variables]
+        reads.append(wrapper.reads_weights())
+        wrapper.apply([keras.ops.convert_to_tensor(g) for g in grads], model.trainable_variables)
+        monitor.on_train_batch_end(i, {"loss": 0.0})
+    history = monitor.history
+    monitor.on_train_end()
+    compiled = keras.backend.backend() != "torch"
+    assert reads == [compiled or i % 3 == 0 for i in range(7)]
+    assert sorted(history.step.unique()) == [0, 3, 6]
+    for step in (0, 3, 6):
+        rows = history[history.step == step]
+        expected = [np.linalg.norm(w.astype("float64")) for w in before[step]]
+        assert rows.weight_norm.to_numpy() == pytest.approx(expected, rel=1e-5)
+    assert not np.allclose(before[0][0], before[3][0])  # the weights did move
+
+
 def test_overwritten_steps_are_reported_not_invented():
     model = make_model()
     monitor = GradientHealthMonitor(every=1, buffer_steps=2, pull_seconds=1e9)

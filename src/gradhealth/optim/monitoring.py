@@ -173,6 +173,11 @@ class MonitoringOptimizer(GradientWrapperOptimizer):
         return getattr(self._kernels, "write_row", None) is not None and \
             not self._in_stateless_apply
 
+    def reads_weights(self) -> bool:
+        """Only logged steps look at the weights; on torch (steps run eagerly, counted on the
+        host) the others need not read them."""
+        return not self._in_place or bool(self._log_now())
+
     def _rings(self) -> list[Any]:
         rings = [self.ring, self.ring_steps]
         return rings + [self.hist_ring] if self.hist_ring is not None else rings

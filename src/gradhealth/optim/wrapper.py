@@ -106,6 +106,13 @@ class GradientWrapperOptimizer(keras.optimizers.Optimizer):
         flags = [ops.all(ops.isfinite(g)) for g in grads if g is not None]
         return ops.all(ops.stack(flags)) if flags else ops.convert_to_tensor(True)
 
+    def reads_weights(self) -> bool:
+        """Whether this step's :meth:`finite_flag` and :meth:`transform` look at the weights
+        (True by default). Where it is False, :meth:`apply` hands them an empty list instead of
+        reading every variable's value: on torch, whose step runs eagerly, reading them costs
+        about 1.7 us a variable a step."""
+        return True
+
     def finite_flag(self, grads: list[Any], weights: list[Any]) -> Any:
         """The "every gradient entry finite" flag of this step (:meth:`all_finite` by default;
         a subclass may compute it together with its own statistics of ``grads`` and
@@ -125,7 +132,7 @@ class GradientWrapperOptimizer(keras.optimizers.Optimizer):
             self._trainable_variables)
         # Under tf.distribute each replica holds its share: transform the summed gradient.
         grads = distribute.all_reduce_sum(list(grads))
-        values = [v.value for v in tvs]
+        values = [v.value for v in tvs] if self.reads_weights() else []
         any_finite = (self.finite_flag(grads, values) if (self._skips() or self.needs_finite)
                       else None)
         finite = any_finite if self._skips() else None

@@ -92,11 +92,6 @@ def branch_free(backend: str | None = None) -> bool:
     return jax.default_backend() != "cpu"
 
 
-def _eager_cond(pred: Any, true_fn: Callable[[], Any], false_fn: Callable[[], Any]) -> Any:
-    """A Python branch: torch runs the train step eagerly, so ``pred`` has a value."""
-    return true_fn() if bool(pred) else false_fn()
-
-
 def _tf_dense(kernels: Any) -> StatsKernels:
     import tensorflow as tf  # lazy: only the TensorFlow backend needs it
 
@@ -153,7 +148,7 @@ def stats_kernels(generic: Any, backend: str | None = None) -> Any:
                             grad_histograms=torch_kernels.grad_histograms,
                             direct_stats=torch_kernels.direct_stats,
                             finite_guard=torch_kernels.finite_guard,
-                            cond=_eager_cond, write_row=torch_kernels.write_row,
+                            cond=generic.cond, write_row=torch_kernels.write_row,
                             count_step=torch_kernels.count_step,
                             settle=torch_kernels.settled)
     if branch_free(name):
